@@ -133,3 +133,16 @@ def collate(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
         attn[i, :len(r)] = 1
         comp[i, len(p):len(r)] = 1
     return ids.to(device), attn.to(device), comp.to(device)
+
+
+class SequenceLogProbs(torch.nn.Module):
+    """``forward(input_ids, attention_mask, completion_mask) -> log pi`` (B,) as a module,
+    so that data-parallel wrappers (DDP/FSDP) see the forward pass and sync gradients."""
+
+    def __init__(self, lm, chunk_size: int = 128):
+        super().__init__()
+        self.lm = lm
+        self.chunk_size = chunk_size
+
+    def forward(self, input_ids, attention_mask, completion_mask):
+        return sequence_log_probs(self.lm, input_ids, attention_mask, completion_mask, self.chunk_size)

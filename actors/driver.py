@@ -1,0 +1,123 @@
+"""Wire one distributed f-DPG run together: Ray, the actors, the TorchTrainer, the outputs.
+
+The driver only builds things and moves handles: rollout actors and scorer actors with
+the resources the config asks for, a sink actor pinned to this node (so that the run
+directory is here even when the learner's rank 0 runs elsewhere), then a TorchTrainer
+whose workers run :func:`actors.learner.train_loop_per_worker`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from fdpg_ray.config import Config
+from fdpg_ray.sink import RunSink
+
+RAY_SUBDIR = "ray"          # Ray Train storage (checkpoints) inside the run directory
+TRAIN_NAME = "train"
+
+
+class ClusterError(RuntimeError):
+    """Ray cannot be reached or lacks the resources asked for; one line naming the fix."""
+
+
+ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
+
+
+def init_ray(cfg: Config) -> None:
+    if ray.is_initialized():
+        return
+    for k, v in ENV_VARS.items():
+        os.environ.setdefault(k, v)
+    env = {"env_vars": {k: os.environ[k] for k in ENV_VARS}}
+    if cfg.ray.address is None:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
+                 configure_logging=True, logging_level="WARNING")
+    else:
+        try:
+            ray.init(address=cfg.ray.address, runtime_env=env, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, TimeoutError) as e:
+            raise ClusterError(f"ray.address: cannot connect to '{cfg.ray.address}' ({type(e).__name__}); start the "
+                               f"cluster (`ray up cluster.yaml` or `ray start --head`) or unset ray.address") from None
+
+
+def check_resources(cfg: Config) -> None:
+    total = ray.cluster_resources()
+    gpus_needed = cfg.rollout.num_actors * cfg.rollout.gpus_per_actor + (cfg.learner.num_workers if cfg.learner.use_gpu else 0)
+    if gpus_needed > total.get("GPU", 0):
+        raise ClusterError(f"learner.use_gpu/rollout.gpus_per_actor: the run asks for {gpus_needed:g} GPUs but the "
+                           f"cluster has {total.get('GPU', 0):g}; set learner.use_gpu=false and rollout.gpus_per_actor=0")
+    cpus_needed = (cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + cfg.scorer.num_actors * cfg.scorer.cpus_per_actor
+                   + cfg.learner.num_workers * cfg.learner.cpus_per_worker + 0.1)
+    if cpus_needed > total.get("CPU", 0):
+        raise ClusterError(f"ray.num_cpus: the run asks for {cpus_needed:g} logical CPUs but Ray has {total.get('CPU', 0):g}; "
+                           f"raise ray.num_cpus or lower the *.cpus_per_* settings")
+
+
+def start_actors(cfg: Config, run_dir: Path, resume: bool):
+    from actors.rollout import RolloutActor
+    from actors.scorer import ScorerActor
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cfg_dict = cfg.to_dict()
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    sink = ray.remote(RunSink).options(num_cpus=0, scheduling_strategy=here).remote(str(run_dir), cfg_dict)
+    # max_restarts/max_task_retries: a rollout actor that dies is restarted and its
+    # sample call retried (it comes back with the base weights; the next push and the
+    # importance weight pi/q keep the estimate right meanwhile).
+    rollouts = [RolloutActor.options(num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
+                                     max_restarts=3, max_task_retries=3).remote(cfg_dict, i)
+                for i in range(cfg.rollout.num_actors)]
+    scorers = [ScorerActor.options(num_cpus=cfg.scorer.cpus_per_actor, max_restarts=3, max_task_retries=3).remote(cfg_dict)
+               for _ in range(cfg.scorer.num_actors)]
+    ray.get([a.ready.remote() for a in rollouts + scorers])
+    return sink, rollouts, scorers
+
+
+def run_distributed(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Train on Ray; returns the run summary (also written to RUN_DIR/summary.json)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from actors.learner import train_loop_per_worker
+    from fdpg_ray.report import before_after
+
+    init_ray(cfg)
+    check_resources(cfg)
+    t0 = time.time()
+    sink, rollouts, scorers = start_actors(cfg, run_dir, resume)
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": cfg.to_dict(), "rollout_actors": rollouts, "scorer_actors": scorers,
+                               "sink": sink},
+            scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu,
+                                         resources_per_worker={"CPU": cfg.learner.cpus_per_worker,
+                                                               **({"GPU": 1} if cfg.learner.use_gpu else {})}),
+            run_config=RunConfig(name=TRAIN_NAME, storage_path=str((run_dir / RAY_SUBDIR).resolve()),
+                                 failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        table = before_after(run_dir)
+        summary = {
+            "run_dir": str(run_dir), "divergence": cfg.divergence, "steps": cfg.run.steps,
+            "wall_seconds": time.time() - t0, "before_after": table.to_dict(),
+            "final_model": str(run_dir / "final"),
+        }
+        return ray.get(sink.finish.remote(summary))
+    except BaseException as e:
+        try:
+            ray.get(sink.fail.remote(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        except Exception:
+            pass
+        raise
+    finally:
+        for a in rollouts + scorers + [sink]:
+            ray.kill(a)

@@ -1,0 +1,84 @@
+"""The transformers rollout backend (fallback for vLLM), in-process, no Ray.
+
+Same interface as :class:`actors.vllm_engine.VLLMSampler`: ``sample``, ``score`` and
+``load_weights``.  Sampling is exactly scorable: temperature as given, no top-k/top-p,
+and ``log_q`` is the log-probability of the generated tokens under the distribution that
+was sampled (the processed scores that ``generate`` drew from).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fdpg_ray.loss import collate, sequence_log_probs
+from fdpg_ray.models import load_model_and_tokenizer
+
+
+class HFSampler:
+    def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
+                 batch_size: int = 256, **_ignored):
+        self.model, self.tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device=device)
+        self.model.eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.generator_seed = seed
+        torch.manual_seed(seed)
+        self.eos_id = self.model.generation_config.eos_token_id
+        if isinstance(self.eos_id, list):
+            self.eos_id = self.eos_id[0]
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.eos_id or 0)
+
+    @torch.no_grad()
+    def sample(self, prompt_token_ids: list[list[int]], n: int, max_new_tokens: int, temperature: float = 1.0,
+               min_new_tokens: int = 0, ignore_eos: bool = False, seed: int | None = None) -> list[dict]:
+        if seed is not None:
+            torch.manual_seed(seed)
+        jobs = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(n)]
+        out: list[dict] = []
+        for start in range(0, len(jobs), self.batch_size):
+            out.extend(self._sample_batch(jobs[start:start + self.batch_size], max_new_tokens, temperature,
+                                          min_new_tokens, ignore_eos))
+        return out
+
+    def _sample_batch(self, jobs, max_new_tokens, temperature, min_new_tokens, ignore_eos):
+        prompts = [p for _, p in jobs]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):  # left padding for generation
+            ids[i, width - len(p):] = torch.tensor(p)
+            attn[i, width - len(p):] = 1
+        eos = None if ignore_eos else self.eos_id
+        gen = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=attn.to(self.device), do_sample=True,
+            temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens or None, eos_token_id=eos, pad_token_id=self.pad_id,
+            output_scores=True, return_dict_in_generate=True, use_cache=True,
+        )
+        new = gen.sequences[:, width:]
+        # processed scores: the distribution each token was actually drawn from
+        logp = torch.stack([torch.log_softmax(s.float(), -1) for s in gen.scores], 1)
+        tok_lp = torch.gather(logp, 2, new.unsqueeze(-1)).squeeze(-1)
+        out = []
+        for row, (pi, _) in enumerate(jobs):
+            toks = new[row].tolist()
+            length = len(toks)
+            if eos is not None and eos in toks:
+                length = toks.index(eos) + 1
+            toks = toks[:length]
+            out.append({
+                "prompt_index": pi, "token_ids": toks,
+                "text": self.tokenizer.decode(toks, skip_special_tokens=True),
+                "log_q": float(tok_lp[row, :length].sum()),
+                "finish_reason": "stop" if eos is not None and toks and toks[-1] == eos else "length",
+            })
+        return out
+
+    @torch.no_grad()
+    def score(self, prompt_token_ids: list[list[int]], completion_token_ids: list[list[int]]) -> list[float]:
+        ids, attn, comp = collate(prompt_token_ids, completion_token_ids, self.pad_id, self.device)
+        return sequence_log_probs(self.model, ids, attn, comp).tolist()
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(named_tensors, strict=False)

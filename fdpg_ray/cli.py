@@ -1,0 +1,214 @@
+"""The `fdpg-ray` command: train, eval, sample, sweep, report.
+
+Errors in the user's input (config, paths, targets, cluster) print one line,
+``error: <field>: <problem>; <fix>``, and exit with status 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors():
+    from actors.driver import ClusterError
+    from .config import ConfigError
+    from .data import PromptsError
+    from .models import ModelError
+    from .targets import TargetError
+
+    return (ConfigError, PromptsError, ModelError, TargetError, ClusterError)
+
+
+def _add_common(p):
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field by its dotted path, e.g. --set learner.lr=1e-5")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fdpg-ray", description="f-DPG: align a language model to a target "
+                                 "distribution by minimising any f-divergence, on Ray.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a policy toward the config's target")
+    t.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--run-dir", help="where to write the run (default: run.output_dir/run.name-TIME)")
+    t.add_argument("--local", action="store_true", help="one process, no Ray (same controller and math)")
+    _add_common(t)
+    e = sub.add_parser("eval", help="measure a run's final model (or any model) against a target")
+    e.add_argument("target", metavar="RUN_DIR_OR_MODEL")
+    e.add_argument("--config", help="config whose target to use (default: the run's config.yaml)")
+    e.add_argument("--n", type=int, default=None, help="samples (default eval.samples)")
+    _add_common(e)
+    s = sub.add_parser("sample", help="print samples from a model")
+    s.add_argument("model", help="bundled:gpt2-tiny, smollm2, toy, a run's final/ folder, a local path")
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--max-new-tokens", type=int, default=40)
+    s.add_argument("--prompt", default="")
+    s.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--debug", action="store_true")
+    sw = sub.add_parser("sweep", help="Ray Tune sweep over config fields (see configs/sweeps/)")
+    sw.add_argument("sweep", help="sweep YAML")
+    sw.add_argument("--resume", action="store_true", help="resume an interrupted sweep, skipping finished trials")
+    sw.add_argument("--sweep-dir", help="where to write the sweep (default: sweeps/NAME)")
+    _add_common(sw)
+    r = sub.add_parser("report", help="render a sweep's tables and plots (Markdown + PNG)")
+    r.add_argument("sweep_dir")
+    r.add_argument("--out", help="Markdown file (default SWEEP_DIR/report.md)")
+    r.add_argument("--debug", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+                "sweep": cmd_sweep, "report": cmd_report}[args.command](args)
+    except Exception as e:  # noqa: BLE001 - user errors get one line, the rest a traceback
+        if args.debug or not isinstance(e, _user_errors() + (ValueError, FileNotFoundError)):
+            raise
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+# ----------------------------------------------------------------------------- train
+
+def new_run_dir(cfg) -> Path:
+    base = Path(cfg.run.output_dir) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    d, i = base, 1
+    while d.exists():
+        d, i = Path(f"{base}-{i}"), i + 1
+    return d
+
+
+def cmd_train(args) -> int:
+    from .config import ConfigError, load_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume: '{run_dir}' is not a run directory (no config.yaml); give RUN_DIR of an earlier run")
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        if not args.config:
+            raise ConfigError("config: missing; usage: fdpg-ray train CONFIG.yaml [--set key=value ...]")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+    summary = train(cfg, run_dir, resume=bool(args.resume), local=args.local)
+    print_summary(summary)
+    return 0
+
+
+def train(cfg, run_dir: Path, resume: bool = False, local: bool = False) -> dict:
+    """Run training (distributed by default) and return the summary."""
+    from .models import resolve_model_path
+
+    resolve_model_path(cfg.model.path)  # fail early, with a clear message
+    if cfg.prompts.file is not None:
+        from .data import load_prompts
+
+        load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
+    if local:
+        return train_local(cfg, run_dir)
+    from actors.driver import run_distributed
+
+    return run_distributed(cfg, run_dir, resume=resume)
+
+
+def train_local(cfg, run_dir: Path) -> dict:
+    from .local import build_local
+    from .report import before_after
+    from .sink import RunSink
+
+    t0 = time.time()
+    sink = RunSink(run_dir, cfg.to_dict())
+    try:
+        controller, _ = build_local(cfg, sink=sink)
+        controller.run()
+        sink.save_model(controller.policy.state_dict(), cfg.model.path)
+        summary = {"run_dir": str(run_dir), "divergence": cfg.divergence, "steps": cfg.run.steps,
+                   "wall_seconds": time.time() - t0, "before_after": before_after(run_dir).to_dict(),
+                   "final_model": str(run_dir / "final")}
+        return sink.finish(summary)
+    except BaseException as e:
+        sink.fail(f"{type(e).__name__}: {e}")
+        raise
+
+
+def print_summary(summary: dict) -> None:
+    import pandas as pd
+
+    run_dir = Path(summary["run_dir"])
+    table = pd.DataFrame(summary["before_after"])
+    print()
+    print(f"run: {run_dir}   divergence: {summary['divergence']}   steps: {summary['steps']}   "
+          f"wall: {summary['wall_seconds']:.0f} s")
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    samples = sorted((run_dir / "samples").glob("*.jsonl"), key=lambda p: int(p.stem))
+    if samples:
+        for label, path in (("before", samples[0]), ("after", samples[-1])):
+            rows = [json.loads(line) for line in path.read_text().splitlines()[:2]]
+            for r in rows:
+                print(f"  {label:6s} (step {r['step']}): {r['text']!r}")
+    for p in summary.get("plots", []):
+        print(f"plot: {p}")
+    print(f"final model: {summary['final_model']}")
+
+
+# ----------------------------------------------------------------------------- eval / sample
+
+def cmd_sample(args) -> int:
+    from actors.hf_engine import HFSampler
+    from .models import bos_prompt_ids, resolve_model_path
+
+    if args.n < 1:
+        raise ValueError(f"--n: must be >= 1, got {args.n}")
+    if args.backend == "vllm":
+        from actors.vllm_engine import VLLMSampler
+
+        sampler = VLLMSampler(resolve_model_path(args.model), seed=args.seed)
+        tok = sampler.tokenizer
+    else:
+        sampler = HFSampler(args.model, seed=args.seed)
+        tok = sampler.tokenizer
+    out = sampler.sample([bos_prompt_ids(tok, args.prompt)], args.n, args.max_new_tokens, seed=args.seed)
+    for s in out:
+        print(json.dumps({"text": args.prompt + s["text"], "log_q": round(s["log_q"], 4)}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.target, config=args.config, n=args.n, overrides=args.overrides)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from tuning.sweep import run_sweep
+
+    run_sweep(args.sweep, overrides=args.overrides, resume=args.resume, sweep_dir=args.sweep_dir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tuning.report import write_report
+
+    print(write_report(args.sweep_dir, out=args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

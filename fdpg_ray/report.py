@@ -1,0 +1,59 @@
+"""Plots and tables of one run (sweep reports live in tuning/report.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+MAIN_CURVES = [("alignment", "alignment E_pi[b or phi]"), ("kl_p_pi", "KL(p || pi)"), ("kl_pi_a", "KL(pi || a)"),
+               ("divergence", "objective D_f(pi || p)"), ("z_hat", "Z_hat"), ("distinct_2", "Distinct-2")]
+
+
+def plot_run(run_dir: str | Path) -> list[str]:
+    """PNG plots of the main curves of metrics.csv; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    df = pd.read_csv(run_dir / "metrics.csv")
+    (run_dir / "plots").mkdir(exist_ok=True)
+    curves = [(c, t) for c, t in MAIN_CURVES if c in df and df[c].notna().any()]
+    exact = [c for c in df.columns if c.startswith("exact_") and c != "exact_log_z"]
+    panels = curves + ([("__exact__", "exact divergences (toy task)")] if exact else [])
+    cols = 3
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (col, title) in zip(axes.flat, panels):
+        if col == "__exact__":
+            for c in exact:
+                d = df[["step", c]].dropna()
+                ax.plot(d["step"], d[c], marker=".", label=c.removeprefix("exact_"))
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        else:
+            d = df[["step", col]].dropna()
+            ax.plot(d["step"], d[col], marker=".")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = run_dir / "plots" / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
+
+
+def before_after(run_dir: str | Path) -> pd.DataFrame:
+    """First and last rows of metrics.csv for the main metrics."""
+    df = pd.read_csv(Path(run_dir) / "metrics.csv")
+    cols = [c for c in ["alignment", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "divergence", "distinct_2",
+                        "self_bleu", "z_hat"] if c in df]
+    table = df.iloc[[0, -1]][cols].T
+    table.columns = [f"before (step {int(df.step.iloc[0])})", f"after (step {int(df.step.iloc[-1])})"]
+    return table

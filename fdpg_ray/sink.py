@@ -1,0 +1,154 @@
+"""The run directory: everything a run leaves behind, written from one place.
+
+    RUN_DIR/config.yaml          resolved config
+    RUN_DIR/status.json          {"state": "running" | "finished" | "failed", ...}
+    RUN_DIR/metrics.csv          one row per step (step 0 = the initial policy, last = final)
+    RUN_DIR/tensorboard/         TensorBoard event files
+    RUN_DIR/samples/STEP.jsonl   samples at each evaluation step
+    RUN_DIR/final/               the final model and tokenizer (save_pretrained)
+    RUN_DIR/plots/*.png          main curves
+    RUN_DIR/summary.json         before/after table, written last
+
+A run is finished only when status.json says so; summary.json and final/ are written
+through a temporary name and renamed, so a crash never leaves a run that looks finished.
+On a cluster the sink lives on the driver's node (``actors/sink.py``) so that the run
+directory is where the user started the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a",
+                 "divergence", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "mean_length", "seconds"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunSink:
+    def __init__(self, run_dir: str | os.PathLike, config: dict, tokenizer_path: str | None = None):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "samples").mkdir(exist_ok=True)
+        self.tokenizer_path = tokenizer_path
+        atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.columns: list[str] | None = None
+        self.rows: list[dict] = []
+        if (self.dir / "metrics.csv").is_file():
+            with open(self.dir / "metrics.csv") as f:
+                reader = csv.DictReader(f)
+                self.columns = reader.fieldnames
+                self.rows = [{k: _num(v) for k, v in r.items()} for r in reader]
+        self._tb = None
+        self.status("running")
+
+    # -- status -----------------------------------------------------------------------
+    def status(self, state: str, **extra) -> None:
+        atomic_write_text(self.dir / "status.json", json.dumps({"state": state, "time": time.time(), **extra}))
+
+    # -- metrics ----------------------------------------------------------------------
+    def truncate(self, step: int) -> None:
+        """Drop rows at or after ``step`` (a resumed or restarted run redoes them)."""
+        self.rows = [r for r in self.rows if r["step"] < step]
+        self._write_csv()
+
+    def row(self, metrics: dict) -> None:
+        if self.columns is None:
+            self.columns = [c for c in FIRST_COLUMNS if c in metrics] + sorted(k for k in metrics if k not in FIRST_COLUMNS)
+            for c in FIRST_COLUMNS:  # always present, NaN when not measured
+                if c not in self.columns:
+                    self.columns.insert(FIRST_COLUMNS.index(c), c)
+        row = {c: metrics.get(c, math.nan) for c in self.columns}
+        self.rows = [r for r in self.rows if r["step"] != row["step"]] + [row]
+        self._write_csv()
+        tb = self.tensorboard()
+        if tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    tb.add_scalar(k, v, int(row["step"]))
+            tb.flush()
+
+    def _write_csv(self) -> None:
+        if self.columns is None:
+            return
+        path = self.dir / "metrics.csv"
+        fd, tmp = tempfile.mkstemp(prefix=".metrics.csv.", dir=self.dir)
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            w.writeheader()
+            for r in sorted(self.rows, key=lambda r: r["step"]):
+                w.writerow(r)
+        os.replace(tmp, path)
+
+    def tensorboard(self):
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: CSV is the record
+                return None
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        return self._tb
+
+    def samples(self, step: int, records: list[dict]) -> None:
+        atomic_write_text(self.dir / "samples" / f"{step}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+
+    # -- model ------------------------------------------------------------------------
+    def save_model(self, state_dict: dict, model_spec: str, name: str = "final") -> str:
+        """Save ``state_dict`` as a transformers model + tokenizer (the architecture and the
+        tokenizer come from ``model_spec``, the run's base model) under RUN_DIR/name."""
+        from .models import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(model_spec)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+            raise RuntimeError(f"final model: state dict does not match {model_spec} "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        dest = self.dir / name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.dir))
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return str(dest)
+
+    # -- end --------------------------------------------------------------------------
+    def finish(self, summary: dict) -> dict:
+        from .report import plot_run
+
+        summary = dict(summary)
+        summary["plots"] = plot_run(self.dir)
+        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        self.status("finished")
+        return summary
+
+    def fail(self, error: str) -> None:
+        self.status("failed", error=error)
+
+
+def _num(v: str):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
