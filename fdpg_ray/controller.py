@@ -143,6 +143,10 @@ class Controller:
         self.divergence = get_divergence(cfg.divergence)
         self.optimizer = optimizer or torch.optim.AdamW(self.model.parameters(), lr=cfg.learner.lr,
                                                         weight_decay=cfg.learner.weight_decay)
+        steps = max(cfg.run.steps, 1)
+        schedule = (lambda k: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))) \
+            if cfg.learner.lr_schedule == "cosine" else (lambda k: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.log_partition = LogPartition()
         self.baseline = MovingBaseline(cfg.loss.baseline_momentum, enabled=cfg.loss.baseline)
         self.prompts = PromptSource(cfg, tokenizer, cfg.run.seed)
@@ -162,6 +166,7 @@ class Controller:
             "log_partition": self.log_partition.state_dict(), "baseline": self.baseline.state_dict(),
             "prompts": self.prompts.state_dict(), "lambdas": self.lambdas,
             "achieved_moments": self.achieved_moments, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "python_rng": self.prompts.rng.getstate(),
         }
 
@@ -176,6 +181,7 @@ class Controller:
         self.lambdas = state["lambdas"]
         self.achieved_moments = state["achieved_moments"]
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
 
     # ---- sampling -----------------------------------------------------------------
@@ -250,6 +256,7 @@ class Controller:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.learner.max_grad_norm))
             if math.isfinite(grad_norm):
                 self.optimizer.step()
+                self.scheduler.step()
             else:  # never let a NaN/inf reach the weights: skip this update
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
@@ -281,7 +288,7 @@ class Controller:
             "baseline": self.baseline.value.get("*", 0.0),
             "importance_weight_mean": full.importance_weight.mean().item(),
             "logq_logpi_gap": (batch["log_q"] - log_pi).abs().mean().item(),
-            "grad_norm": grad_norm, "skipped_steps": self.skipped_steps,
+            "grad_norm": grad_norm, "skipped_steps": self.skipped_steps, "lr": self.scheduler.get_last_lr()[0],
             "seconds": time.time() - self.t0,
         })
         for name, value in self.feature_means(batch["features"]).items():
@@ -302,7 +309,7 @@ class Controller:
         """Extra metrics at evaluation steps: Self-BLEU, exact divergences on the toy task."""
         extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
         if self.exact is not None:
-            extra.update(self.exact.metrics(self.policy))
+            extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
         return extra
 
     # ---- the whole run --------------------------------------------------------------

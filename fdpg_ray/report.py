@@ -22,7 +22,7 @@ def plot_run(run_dir: str | Path) -> list[str]:
     df = pd.read_csv(run_dir / "metrics.csv")
     (run_dir / "plots").mkdir(exist_ok=True)
     curves = [(c, t) for c, t in MAIN_CURVES if c in df and df[c].notna().any()]
-    exact = [c for c in df.columns if c.startswith("exact_") and c != "exact_log_z"]
+    exact = [c for c in df.columns if c.startswith("exact_") and c not in ("exact_log_z", "exact_kl_pi_a")]
     panels = curves + ([("__exact__", "exact divergences (toy task)")] if exact else [])
     cols = 3
     rows = math.ceil(len(panels) / cols)

@@ -72,9 +72,9 @@ class SizeSpec:
 # about 3 minutes, small about 8, medium about 20.
 SIZES: dict[str, SizeSpec] = {
     "micro": SizeSpec(n_layer=1, n_head=1, steps=30, batch_size=16, lr=3e-3, warmup=3),
-    "tiny": SizeSpec(n_layer=4, n_head=2, steps=1500, batch_size=32, lr=3e-3, warmup=60),
-    "small": SizeSpec(n_layer=4, n_head=4, steps=1200, batch_size=32, lr=1.5e-3, warmup=60),
-    "medium": SizeSpec(n_layer=8, n_head=6, steps=1000, batch_size=32, lr=8e-4, warmup=60),
+    "tiny": SizeSpec(n_layer=4, n_head=2, steps=1000, batch_size=32, lr=3e-3, warmup=60),
+    "small": SizeSpec(n_layer=4, n_head=4, steps=800, batch_size=32, lr=1.5e-3, warmup=60),
+    "medium": SizeSpec(n_layer=8, n_head=6, steps=600, batch_size=32, lr=8e-4, warmup=60),
 }
 
 
@@ -182,6 +182,26 @@ def _batch(seqs: list[list[int]], pad_id: int):
         labels[i, : len(s)] = t  # the final eos is a target; pads are not
         attn[i, : len(s)] = 1
     return input_ids, attn, labels
+
+
+def _length_bucketed_batches(lengths: list[int], batch_size: int, seed: int,
+                             bucket_batches: int = 32) -> list[list[int]]:
+    """Shuffled batches of similar-length sequences (less padding, same data).
+
+    The data are shuffled, cut into chunks of ``bucket_batches`` batches, sorted by
+    length inside each chunk, cut into batches, and the batches are shuffled.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    chunk = batch_size * bucket_batches
+    batches = []
+    for i in range(0, len(order), chunk):
+        part = sorted(order[i: i + chunk], key=lambda j: lengths[j])
+        batches += [part[k: k + batch_size] for k in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[k] for k in perm]
 
 
 def _lr_at(step: int, spec: SizeSpec) -> float:
@@ -302,16 +322,14 @@ def build_model(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=spec.lr, betas=(0.9, 0.95), eps=1e-8)
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_train, generator=g).tolist()
+    batches = _length_bucketed_batches([len(q) for q in train_seqs], spec.batch_size, seed)
     model.train()
     losses, tokens = [], 0
     t_train = time.time()
     for step in range(spec.steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, spec)
-        idx = order[step * spec.batch_size: (step + 1) * spec.batch_size]
-        ids, attn, labels = _batch([train_seqs[i] for i in idx], eot)
+        ids, attn, labels = _batch([train_seqs[i] for i in batches[step]], eot)
         res = model(input_ids=ids, attention_mask=attn, labels=labels)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()

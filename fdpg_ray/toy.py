@@ -105,7 +105,9 @@ class ExactTask:
         return div.report_scale * (self.log_p.exp() * div.f(log_pi.double() - self.log_p)).sum()
 
     @torch.no_grad()
-    def metrics(self, model, names=("kl", "rkl", "tv", "js", "hellinger", "chi2")) -> dict:
+    def metrics(self, model, extra: tuple[str, ...] = ()) -> dict:
+        """exact_<name> for the standard divergences and ``extra`` ones (e.g. the run's alpha)."""
+        names = dict.fromkeys(("kl", "rkl", "tv", "js", "hellinger", "chi2") + tuple(extra))
         lp = self.log_pi(model).double()
         out = {f"exact_{n.replace(':', '_')}": self.divergence(n, lp).item() for n in names}
         out["exact_kl_pi_a"] = (lp.exp() * (lp - self.log_a)).sum().item()

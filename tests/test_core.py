@@ -1,0 +1,204 @@
+"""Unit tests of the pure core: loss, chunked log-probs, estimators, targets, config."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fdpg_ray.config import ConfigError, load_config
+from fdpg_ray.divergences import get_divergence
+from fdpg_ray.estimators import LogPartition, MovingBaseline, is_metrics
+from fdpg_ray.loss import collate, fdpg_loss, sequence_log_probs
+from fdpg_ray.targets import Constraint, Target, TargetError
+
+ALL = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
+
+
+# ----------------------------------------------------------------------------- loss
+
+def test_loss_is_minus_mean_of_weighted_advantage_times_log_pi():
+    log_pi = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    log_P = torch.tensor([-1.5, -1.0, -4.0], dtype=torch.float64)
+    log_q = torch.tensor([-1.2, -2.0, -2.5], dtype=torch.float64)
+    div = get_divergence("kl")
+    out = fdpg_loss(log_pi, log_P, 0.3, div, log_q=log_q, baseline=0.5, max_importance_weight=None)
+    log_t = log_pi.detach().double() - log_P + 0.3
+    r = torch.exp(-log_t)
+    w = torch.exp(log_pi.detach().double() - log_q)
+    expected = -(w * (r - 0.5) * log_pi.detach().double()).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    out.loss.backward()
+    assert torch.allclose(log_pi.grad.double(), -(w * (r - 0.5)) / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_nan_or_inf_reaches_the_gradient_even_at_p_zero_and_huge_log_t(name):
+    log_pi = torch.tensor([-1.0, -5.0, -2.0, -3.0, -1e4], requires_grad=True)
+    log_P = torch.tensor([-math.inf, 1e4, -2.0, -1e4, -3.0], dtype=torch.float64)
+    out = fdpg_loss(log_pi, log_P, 0.0, get_divergence(name), log_q=torch.zeros(5, dtype=torch.float64),
+                    clip_log_t=20.0)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(log_pi.grad).all()
+    assert torch.isfinite(out.pseudo_reward).all()
+    assert out.log_t.abs().max() <= 20.0
+
+
+def test_p_zero_policy_uses_the_clipped_limit():
+    # kl: r -> e^-clip ~ 0;  tv: -1/2;  js: -log 2 (up to e^-clip);  rkl: -clip - 1
+    lp = torch.tensor([-1.0])
+    P0 = torch.tensor([-math.inf], dtype=torch.float64)
+    assert fdpg_loss(lp, P0, 0.0, get_divergence("kl")).pseudo_reward.item() == pytest.approx(0, abs=1e-8)
+    assert fdpg_loss(lp, P0, 0.0, get_divergence("tv")).pseudo_reward.item() == -0.5
+    assert fdpg_loss(lp, P0, 0.0, get_divergence("js")).pseudo_reward.item() == pytest.approx(-math.log(2), abs=1e-8)
+    assert fdpg_loss(lp, P0, 0.0, get_divergence("rkl"), clip_log_t=20).pseudo_reward.item() == pytest.approx(-21)
+
+
+def test_importance_weight_cap():
+    out = fdpg_loss(torch.tensor([0.0]), torch.tensor([0.0]), 0.0, get_divergence("tv"),
+                    log_q=torch.tensor([-10.0]), max_importance_weight=5.0)
+    assert out.importance_weight.item() == pytest.approx(5.0)
+
+
+def _tiny_lm(vocab=50):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=32, n_embd=32, n_layer=1, n_head=2)).eval()
+
+
+def test_chunked_sequence_log_probs_equal_the_plain_computation_values_and_gradients():
+    lm = _tiny_lm()
+    prompts = [[1, 2], [3], [4, 5, 6]]
+    comps = [[7, 8, 9, 10], [11, 12], [13]]
+    ids, attn, comp = collate(prompts, comps, pad_id=0)
+    chunked = sequence_log_probs(lm, ids, attn, comp, chunk_size=2)
+    chunked.sum().backward()
+    g1 = [p.grad.clone() for p in lm.parameters()]
+    lm.zero_grad()
+    logits = lm(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    tok = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    plain = (tok * comp[:, 1:]).sum(1)
+    plain.sum().backward()
+    assert torch.allclose(chunked, plain, atol=1e-5)
+    for a, b in zip(g1, (p.grad for p in lm.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)
+    # right padding does not change a row's value
+    alone = sequence_log_probs(lm, *collate([prompts[1]], [comps[1]], 0))
+    assert alone.item() == pytest.approx(chunked[1].item(), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- estimators
+
+def test_log_partition_running_mean_per_context_and_zero_samples():
+    z = LogPartition()
+    z.update(torch.log(torch.tensor([1.0, 3.0])), torch.zeros(2), ["a", "b"])
+    z.update(torch.tensor([math.log(5.0), -math.inf]), torch.zeros(2), ["a", "b"])
+    assert math.exp(z.log_z("a")) == pytest.approx(3.0)
+    assert math.exp(z.log_z("b")) == pytest.approx(1.5)  # a P = 0 sample counts in the mean
+    state = z.state_dict()
+    z2 = LogPartition()
+    z2.load_state_dict(state)
+    assert z2.log_z("a") == z.log_z("a")
+
+
+def test_baseline_uses_previous_batches_only():
+    b = MovingBaseline(momentum=0.5)
+    assert b.value_for(None, 2).tolist() == [0.0, 0.0]
+    b.update(torch.tensor([1.0, 3.0]), torch.ones(2))
+    assert b.value_for(None, 1).item() == pytest.approx(2.0)
+    b.update(torch.tensor([4.0, 4.0]), torch.ones(2))
+    assert b.value_for(None, 1).item() == pytest.approx(3.0)
+    # unseen context falls back to the global average
+    assert b.value_for(["new"], 1).item() == pytest.approx(3.0)
+    assert MovingBaseline(enabled=False).value_for(None, 3).tolist() == [0.0] * 3
+
+
+def test_importance_sampled_metrics_match_exact_values_on_a_small_space():
+    # x in {0..3}; sample every x once under q uniform => IS estimates are exact sums / 4
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    pi = torch.tensor([0.25, 0.25, 0.4, 0.1], dtype=torch.float64)
+    a = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    Z = 7.0
+    q = torch.full((4,), 0.25, dtype=torch.float64)
+    m = is_metrics(torch.log(p * Z), math.log(Z), torch.log(pi), torch.log(q), torch.log(a), get_divergence("js"))
+    mix = (p + pi) / 2
+    assert m["kl_p_pi"] == pytest.approx((p * torch.log(p / pi)).sum().item())
+    assert m["tv_p_pi"] == pytest.approx(0.5 * (p - pi).abs().sum().item())
+    js = 0.5 * (p * torch.log(p / mix)).sum() + 0.5 * (pi * torch.log(pi / mix)).sum()
+    assert m["js_p_pi"] == pytest.approx(js.item())
+    assert m["divergence"] == pytest.approx(js.item())
+    assert m["kl_pi_a"] == pytest.approx((pi * torch.log(pi / a)).sum().item())
+
+
+# ----------------------------------------------------------------------------- targets
+
+def test_target_log_score_composes_in_log_space():
+    t = Target([Constraint("pointwise", "b"), Constraint("reward", "r", beta=0.5),
+                Constraint("distributional", "phi", lam=2.0)])
+    feats = {"b": np.array([1.0, 0.0, 0.5]), "r": np.array([1.0, 2.0, -1.0]), "phi": np.array([0.0, 1.0, 1.0])}
+    out = t.log_score(torch.tensor([-1.0, -2.0, -3.0]), feats)
+    assert out[0].item() == pytest.approx(-1.0 + 0 + 2.0 + 0)
+    assert out[1].item() == -math.inf  # b = 0 -> p(x) = 0
+    assert out[2].item() == pytest.approx(-3.0 + math.log(0.5) - 2.0 + 2.0)
+
+
+def test_lambda_fit_reaches_the_moment_with_the_closed_form_value():
+    # binary phi with base rate 0.25 under a; target moment 0.5 => lambda = log 3 exactly
+    phi = np.array([1.0] * 250 + [0.0] * 750)
+    log_a = torch.zeros(1000, dtype=torch.float64)
+    t = Target([Constraint("distributional", "phi", moment=0.5)])
+    achieved = t.fit_lambdas(log_a, log_a, {"phi": phi})
+    assert t.constraints[0].lam == pytest.approx(math.log(3), abs=1e-4)
+    assert achieved["phi"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_lambda_fit_two_constraints_at_once():
+    rng = np.random.default_rng(0)
+    f1 = (rng.random(4000) < 0.3).astype(float)
+    f2 = rng.random(4000)
+    t = Target([Constraint("distributional", "f1", moment=0.6), Constraint("distributional", "f2", moment=0.4)])
+    achieved = t.fit_lambdas(torch.zeros(4000), torch.zeros(4000), {"f1": f1, "f2": f2})
+    assert achieved["f1"] == pytest.approx(0.6, abs=1e-3) and achieved["f2"] == pytest.approx(0.4, abs=1e-3)
+
+
+@pytest.mark.parametrize("moment", [1.0, 0.0, 1.5])
+def test_unreachable_moments_raise_one_line(moment):
+    t = Target([Constraint("distributional", "phi", moment=moment)])
+    with pytest.raises(TargetError) as e:
+        t.fit_lambdas(torch.zeros(4), torch.zeros(4), {"phi": np.array([0.0, 1.0, 0.0, 1.0])})
+    assert "moment" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_no_sample_with_positive_P_raises():
+    t = Target([Constraint("pointwise", "b"), Constraint("distributional", "phi", moment=0.5)])
+    with pytest.raises(TargetError, match="Z_hat = 0"):
+        t.fit_lambdas(torch.zeros(3), torch.zeros(3), {"b": np.zeros(3), "phi": np.array([0.0, 1.0, 1.0])})
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_configs_load_and_overrides_use_dotted_paths():
+    cfg = load_config("configs/amazing.yaml", ["learner.lr=3e-5", "divergence=alpha:0.5", "rollout.overlap=true"])
+    assert cfg.learner.lr == 3e-5 and cfg.divergence == "alpha:0.5" and cfg.rollout.overlap is True
+    assert load_config("configs/amazing.yaml", {"run.steps": 7}).run.steps == 7
+
+
+@pytest.mark.parametrize("override,field", [
+    ("divergence=foo", "divergence"), ("divergence=alpha:1", "divergence"), ("learner.lr=0", "learner.lr"),
+    ("learner.lr=-1", "learner.lr"), ("learner.batch_size=0", "learner.batch_size"),
+    ("model.max_new_tokens=0", "model.max_new_tokens"), ("learner.nope=1", "learner.nope"),
+    ("nosection.x=1", "nosection"), ("rollout.backend=tgi", "rollout.backend"),
+    ("learner.batch_size=3", "learner.batch_size"), ("run.steps=abc", "run.steps"),
+    ("target.constraints=[]", "target.constraints"),
+])
+def test_bad_config_values_give_one_line_errors_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/amazing.yaml", [override])
+    msg = str(e.value)
+    assert field in msg and "\n" not in msg
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nope.yaml")
