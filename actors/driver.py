@@ -35,6 +35,9 @@ def init_ray(cfg: Config) -> None:
     for k, v in ENV_VARS.items():
         os.environ.setdefault(k, v)
     env = {"env_vars": {k: os.environ[k] for k in ENV_VARS}}
+    # Actors and workers do not run in this directory: let them import what the user can
+    # import here (callable scorers given as "module:function").
+    env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     if cfg.ray.address is None:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
@@ -79,8 +82,24 @@ def start_actors(cfg: Config, run_dir: Path, resume: bool):
     return sink, rollouts, scorers
 
 
-def run_distributed(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
-    """Train on Ray; returns the run summary (also written to RUN_DIR/summary.json)."""
+def _user_error_in(error: BaseException) -> BaseException | None:
+    """The first worker exception that is a user-input error (bad target, scorer, data)."""
+    from fdpg_ray.cli import is_user_error
+
+    for failure in (getattr(error, "worker_failures", None) or {}).values():
+        cause = failure
+        while cause is not None and not is_user_error(cause):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if cause is not None:
+            return getattr(cause, "cause", None) or cause  # unwrap RayTaskError(ValueError)
+    return None
+
+
+def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train on Ray; returns the run summary (also written to RUN_DIR/summary.json).
+
+    ``callbacks`` go to the TorchTrainer's RunConfig (a Tune trial passes
+    ``ray.tune.integration.ray_train.TuneReportCallback()``)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -102,11 +121,14 @@ def run_distributed(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
             run_config=RunConfig(name=TRAIN_NAME, storage_path=str((run_dir / RAY_SUBDIR).resolve()),
                                  failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 logging_config=LoggingConfig(log_level="WARNING")),
+                                 logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks or None),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as e:  # a user error inside a worker comes back as itself, one line
+            raise _user_error_in(e) or e
         if result.error is not None:
-            raise result.error
+            raise _user_error_in(result.error) or result.error
         table = before_after(run_dir)
         summary = {
             "run_dir": str(run_dir), "divergence": cfg.divergence, "steps": cfg.run.steps,

@@ -49,15 +49,16 @@ class RolloutActor:
     def score(self, prompt_ids, completion_ids):
         return self.sampler.score(prompt_ids, completion_ids)
 
-    def load_weights(self, packed, version: int) -> float:
+    def load_packed(self, buffers, metadata) -> float:
+        """New policy weights, packed by actors.weight_sync.pack_state_dict (one buffer per dtype)."""
         from actors.weight_sync import unpack_state_dict
 
         t0 = time.perf_counter()
         if hasattr(self.sampler, "load_packed"):
-            self.sampler.load_packed(*packed)
+            self.sampler.load_packed(buffers, metadata)
         else:
-            self.sampler.load_weights(unpack_state_dict(*packed))
-        self.version = version
+            self.sampler.load_weights(unpack_state_dict(buffers, metadata))
+        self.version += 1
         return time.perf_counter() - t0
 
 
@@ -71,8 +72,10 @@ class RolloutGroup:
     """submit/collect/push_weights over several rollout actors (the controller's rollout)."""
 
     def __init__(self, actors: list):
+        from actors.weight_sync import CPUWeightSync
+
         self.actors = actors
-        self.version = 0
+        self.sync = CPUWeightSync(*actors)
         self.last_push_seconds = 0.0
 
     def submit(self, prompt_ids: list[list[int]], n: int, seed: int):
@@ -104,10 +107,8 @@ class RolloutGroup:
         return out
 
     def push_weights(self, state_dict) -> None:
-        from actors.weight_sync import pack_state_dict
-
+        """Through the weight-sync adapter (actors/weight_sync.py): packed once, put in the
+        object store once, one RPC per actor, reloaded in place by each engine."""
         t0 = time.perf_counter()
-        self.version += 1
-        packed = ray.put(pack_state_dict({k: v.detach().cpu() for k, v in state_dict.items()}))
-        ray.get([a.load_weights.remote(packed, self.version) for a in self.actors])
+        self.sync.push({k: v.detach().cpu() for k, v in state_dict.items()})
         self.last_push_seconds = time.perf_counter() - t0

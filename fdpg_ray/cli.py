@@ -14,9 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
 def _user_errors():
     from actors.driver import ClusterError
     from .config import ConfigError
@@ -25,6 +22,15 @@ def _user_errors():
     from .targets import TargetError
 
     return (ConfigError, PromptsError, ModelError, TargetError, ClusterError)
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Errors in what the user gave us (config, paths, targets, scorers, cluster address):
+    they get one line, not a traceback."""
+    if isinstance(e, _user_errors()):
+        return True
+    # scorers raise ValueError/RuntimeError whose message starts with the scorer's field
+    return isinstance(e, (ValueError, RuntimeError)) and str(e).startswith(("scorer", "target", "--"))
 
 
 def _add_common(p):
@@ -72,14 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
     try:
         return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
                 "sweep": cmd_sweep, "report": cmd_report}[args.command](args)
     except Exception as e:  # noqa: BLE001 - user errors get one line, the rest a traceback
-        if args.debug or not isinstance(e, _user_errors() + (ValueError, FileNotFoundError)):
+        if args.debug or not is_user_error(e):
             raise
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+
+
+def quiet_libraries() -> None:
+    """transformers' weight-loading bars and generation hints would bury our own output."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------- train
@@ -112,18 +129,35 @@ def cmd_train(args) -> int:
 
 def train(cfg, run_dir: Path, resume: bool = False, local: bool = False) -> dict:
     """Run training (distributed by default) and return the summary."""
-    from .models import resolve_model_path
-
-    resolve_model_path(cfg.model.path)  # fail early, with a clear message
-    if cfg.prompts.file is not None:
-        from .data import load_prompts
-
-        load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
+    preflight(cfg)
     if local:
         return train_local(cfg, run_dir)
     from actors.driver import run_distributed
 
     return run_distributed(cfg, run_dir, resume=resume)
+
+
+def preflight(cfg) -> None:
+    """Check what can be checked before anything is started or written: the model, its
+    tokenizer, the prompts file, every scorer (import paths, classifier folders)."""
+    from .models import resolve_model_path
+    from .scoring import build_target
+
+    resolve_model_path(cfg.model.path)
+    wants_gpu = cfg.learner.use_gpu or cfg.rollout.gpus_per_actor > 0
+    if wants_gpu and cfg.ray.address is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            from actors.driver import ClusterError
+
+            raise ClusterError("learner.use_gpu/rollout.gpus_per_actor: a GPU is requested but this machine has none; "
+                               "set learner.use_gpu=false and rollout.gpus_per_actor=0, or give ray.address of a GPU cluster")
+    if cfg.prompts.file is not None:
+        from .data import load_prompts
+
+        load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
+    build_target(cfg)
 
 
 def train_local(cfg, run_dir: Path) -> dict:

@@ -212,20 +212,47 @@ def parse_value(text: str):
 
 
 def set_dotted(data: dict, key: str, value) -> None:
-    """Set data['a']['b'] = value for key 'a.b', checking the path against Config."""
+    """Set data['a']['b'] = value for key 'a.b', checking the path against Config.
+
+    Inside a list field an integer picks the element: ``target.constraints.0.beta=0.1``.
+    """
     parts = key.split(".")
     cls: Any = Config
+    node: Any = data
     for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if cls is list or cls is dict:  # inside target.constraints: free-form mappings
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{key}: '{part}' is not an index of this list (it has {len(node)} items)")
+                if last:
+                    node[int(part)] = value
+                    return
+                node, cls = node[int(part)], dict
+            else:
+                if last:
+                    node[part] = value
+                    return
+                node = node.setdefault(part, {})
+            continue
         if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
             valid = ", ".join(sorted(f.name for f in dataclasses.fields(cls))) if dataclasses.is_dataclass(cls) else "(none)"
             raise ConfigError(f"{key}: unknown key '{part}'; valid keys here: {valid}")
         cls = _is_optional(typing.get_type_hints(cls)[part])[1]
-        if i < len(parts) - 1:
-            node = data.setdefault(part, {})
-            if not isinstance(node, dict):
+        cls = typing.get_origin(cls) or cls
+        if last:
+            node[part] = value
+            return
+        if cls is list:
+            if part not in node:
+                defaults = getattr(Config(), parts[0]) if i == 1 else None
+                node[part] = copy.deepcopy(getattr(defaults, part, [])) if defaults is not None else []
+            node = node[part]
+        else:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
                 raise ConfigError(f"{key}: '{part}' is not a section")
-            data = node
-    data[parts[-1]] = value
+            node = child
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> Config:
@@ -248,7 +275,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     for key, value in items:
         set_dotted(data, key, value)
-    return _from_dict(Config, data).validate()
+    return absolutize_paths(_from_dict(Config, data).validate())
+
+
+def absolutize_paths(cfg: Config) -> Config:
+    """Relative file paths are relative to where the command runs; Ray workers run elsewhere,
+    so make them absolute once, here (prompts file, local model folders, classifier paths)."""
+    if cfg.prompts.file is not None:
+        cfg.prompts.file = os.path.abspath(cfg.prompts.file)
+    if cfg.model.path.startswith((".", "~")) or os.path.isdir(cfg.model.path):
+        cfg.model.path = os.path.abspath(os.path.expanduser(cfg.model.path))
+    for c in cfg.target.constraints:
+        scorer = c.get("scorer", {})
+        if scorer.get("kind") == "classifier" and isinstance(scorer.get("path"), str):
+            scorer["path"] = os.path.abspath(os.path.expanduser(scorer["path"]))
+    return cfg
 
 
 def _split_override(text: str) -> tuple[str, Any]:

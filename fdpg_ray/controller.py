@@ -157,6 +157,7 @@ class Controller:
         self.lambdas: dict[str, float] = {}
         self.achieved_moments: dict[str, float] = {}
         self.pending = None  # overlapped rollout for the next step
+        self.base_batch: dict | None = None  # samples of a (rank 0), the fixed evaluation set
         self.t0 = time.time()
 
     # ---- state (checkpoints) ------------------------------------------------------
@@ -168,6 +169,7 @@ class Controller:
             "achieved_moments": self.achieved_moments, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "python_rng": self.prompts.rng.getstate(),
+            "base_batch": self.base_batch,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -183,6 +185,7 @@ class Controller:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        self.base_batch = state.get("base_batch")
 
     # ---- sampling -----------------------------------------------------------------
     def _submit(self, n_total: int, seed: int):
@@ -306,11 +309,49 @@ class Controller:
         return float(np.mean(means)) if means else math.nan
 
     def evaluation(self, batch) -> dict:
-        """Extra metrics at evaluation steps: Self-BLEU, exact divergences on the toy task."""
+        """Extra metrics at evaluation steps: Self-BLEU, KL(p||pi) on the base samples, exact
+        divergences on the toy task."""
         extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
+        if self.base_batch is not None:
+            extra["kl_p_pi_base"] = self.kl_p_pi_on_base_samples()
         if self.exact is not None:
             extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
         return extra
+
+    @torch.no_grad()
+    def kl_p_pi_on_base_samples(self) -> float:
+        """KL(p || pi) estimated with the base model a as the proposal, on the fixed set of
+        ``target.fit_samples`` samples of a drawn at the start:
+
+            KL = sum_i wbar_i [log P_i - log Z_c - log pi(x_i)],  w_i = P_i / a_i,
+
+        self-normalised per context (Z_c = mean_i w_i over that context's samples).  Unlike the
+        per-step estimate from policy samples, its weights P/a are bounded (b <= 1, exp(r/beta),
+        exp(lambda phi)), so it stays accurate as pi moves; it is the number to compare runs by.
+        """
+        b = self.base_batch
+        policy = SequenceLogProbs(self.policy, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
+        policy.eval()
+        device = next(self.policy.parameters()).device
+        log_pi = []
+        for s in range(0, len(b["texts"]), self.cfg.learner.micro_batch_size):
+            e = s + self.cfg.learner.micro_batch_size
+            ids, attn, comp = collate(b["prompt_ids"][s:e], b["completion_ids"][s:e], self.pad_id, device)
+            log_pi.append(policy(ids, attn, comp).double().cpu())
+        log_pi = torch.cat(log_pi)
+        log_w = b["log_P"] - b["log_q"]
+        keys = b["contexts"] if self.prompts.conditional else [""] * len(log_w)
+        total, n = 0.0, len(log_w)
+        for key in dict.fromkeys(keys):
+            idx = torch.tensor([k == key for k in keys])
+            lw = log_w[idx]
+            if not torch.isfinite(lw).any():
+                continue
+            log_z = torch.logsumexp(lw, 0) - math.log(len(lw))
+            wbar = torch.softmax(lw, 0)
+            terms = torch.where(wbar > 0, wbar * (b["log_P"][idx] - log_z - log_pi[idx]), torch.zeros_like(wbar))
+            total += terms.sum().item() * len(lw) / n
+        return total
 
     # ---- the whole run --------------------------------------------------------------
     def start(self, resume: dict | None = None) -> None:
@@ -328,6 +369,7 @@ class Controller:
             fit = self.scorer.fit(batch)
             batch.update(self.scorer.score(batch))
             info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}
+            self.base_batch = batch  # kept as the fixed evaluation set drawn from a
         info = self.world.broadcast(info)
         self.lambdas, self.achieved_moments = info["lambdas"], info["moments"]
         if not torch.isfinite(info["log_P"]).any():

@@ -16,9 +16,24 @@ def load_prompts(path: str, field: str = "prompt", limit: int | None = None) -> 
         raise PromptsError(f"prompts.file: '{path}' does not exist; give a JSONL file with one {{\"{field}\": ...}} per line")
     if p.stat().st_size == 0:
         raise PromptsError(f"prompts.file: '{path}' is empty; add one {{\"{field}\": ...}} object per line")
+    import json
+
+    import datasets
     from datasets import load_dataset
     from datasets.exceptions import DatasetGenerationError
 
+    # Check the lines ourselves first: datasets would log a traceback-like error and a bar.
+    with open(p) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise PromptsError(f"prompts.file: '{path}' line {lineno} is not JSON; write one JSON object per line") from None
+                if not isinstance(row, dict):
+                    raise PromptsError(f"prompts.file: '{path}' line {lineno} is not a JSON object; write {{\"{field}\": ...}}")
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     try:
         ds = load_dataset("json", data_files=str(p), split="train")
     except (DatasetGenerationError, ValueError, OSError) as e:

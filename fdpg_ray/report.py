@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-MAIN_CURVES = [("alignment", "alignment E_pi[b or phi]"), ("kl_p_pi", "KL(p || pi)"), ("kl_pi_a", "KL(pi || a)"),
+MAIN_CURVES = [("alignment", "alignment E_pi[b or phi]"), ("kl_p_pi_base", "KL(p || pi), proposal a"),
+               ("kl_pi_a", "KL(pi || a)"),
                ("divergence", "objective D_f(pi || p)"), ("z_hat", "Z_hat"), ("distinct_2", "Distinct-2")]
 
 
@@ -37,6 +38,9 @@ def plot_run(run_dir: str | Path) -> list[str]:
         else:
             d = df[["step", col]].dropna()
             ax.plot(d["step"], d[col], marker=".")
+            if col == "kl_p_pi_base" and "kl_p_pi" in df:  # the noisy per-step estimate, for reference
+                ax.plot(df["step"], df["kl_p_pi"], color="grey", alpha=0.35, lw=0.8, label="from policy samples")
+                ax.legend(fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -52,7 +56,7 @@ def plot_run(run_dir: str | Path) -> list[str]:
 def before_after(run_dir: str | Path) -> pd.DataFrame:
     """First and last rows of metrics.csv for the main metrics."""
     df = pd.read_csv(Path(run_dir) / "metrics.csv")
-    cols = [c for c in ["alignment", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "divergence", "distinct_2",
+    cols = [c for c in ["alignment", "kl_p_pi_base", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "divergence", "distinct_2",
                         "self_bleu", "z_hat"] if c in df]
     table = df.iloc[[0, -1]][cols].T
     table.columns = [f"before (step {int(df.step.iloc[0])})", f"after (step {int(df.step.iloc[-1])})"]

@@ -23,7 +23,7 @@ def build_target(cfg: Config):
     target = Target(conditional=cfg.prompts.file is not None)
     scorers = {}
     for i, spec in enumerate(cfg.target.constraints):
-        scorer = build_scorer(dict(spec["scorer"]))
+        scorer = build_scorer(dict(spec["scorer"]), where=f"target.constraints[{i}].scorer")
         name = scorer.name if scorer.name not in scorers else f"{scorer.name}_{i}"
         scorers[name] = scorer
         target.constraints.append(Constraint(kind=spec["kind"], name=name, moment=spec.get("moment"),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a",
+FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl_p_pi_base", "tv_p_pi", "js_p_pi", "kl_pi_a",
                  "divergence", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "mean_length", "seconds"]
 
 

@@ -202,3 +202,10 @@ def test_bad_config_values_give_one_line_errors_naming_the_field(override, field
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.yaml")
+
+
+def test_set_reaches_into_constraint_lists():
+    cfg = load_config("configs/sentiment.yaml", ["target.constraints.0.beta=0.1"])
+    assert cfg.target.constraints[0]["beta"] == 0.1
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config("configs/sentiment.yaml", ["target.constraints.5.beta=0.1"])

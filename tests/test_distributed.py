@@ -48,12 +48,11 @@ def test_short_run_raises_alignment_and_lowers_kl(ray_local, tmp_path, backend, 
     assert list(df["step"]) == list(range(17))  # steps 0..16, each exactly once
     for c in REQUIRED_COLUMNS:
         assert c in df.columns and df[c].notna().all(), c
-    # Per-step estimates come from 96 samples; KL(p||pi) by importance sampling is heavy-tailed
-    # once pi moves, so compare the median of the last 4 steps with the start (where pi = a = q
-    # and the estimate is accurate: -log Z_hat).
-    first, last = df.iloc[0], df.iloc[-4:]
-    assert last["alignment"].median() > first["alignment"] + 0.1, df["alignment"].tolist()
-    assert last["kl_p_pi"].median() < first["kl_p_pi"] - 0.3, df["kl_p_pi"].tolist()
+    # KL(p||pi) on the fixed base-model samples (bounded weights P/a; see docs/design.md): the
+    # per-step estimate from 96 policy samples is too heavy-tailed to compare two steps by.
+    first, last = df.iloc[0], df.iloc[-1]
+    assert df["alignment"].iloc[-4:].mean() > first["alignment"] + 0.1, df["alignment"].tolist()
+    assert last["kl_p_pi_base"] < first["kl_p_pi_base"] - 0.2, df["kl_p_pi_base"].tolist()
     # With sync_every=1 and no overlap the rollout engine samples from exactly the learner's
     # weights: its log q of every sampled sequence equals the learner's log pi (float32).
     assert df["logq_logpi_gap"].max() < 2e-3, df["logq_logpi_gap"].tolist()

@@ -1,0 +1,112 @@
+"""Bad input: one line naming the field and the fix, exit status 2, nothing passed off as a result."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fdpg_ray.cli import main
+
+TINY = ["--set", "run.steps=1", "--set", "target.fit_samples=32", "--set", "learner.batch_size=8",
+        "--set", "learner.micro_batch_size=8", "--set", "rollout.backend=hf", "--set", "run.progress=false",
+        "--set", "model.max_new_tokens=12", "--set", "learner.num_workers=1"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text("this is { not json\n")
+    (tmp_path / "other.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "notyaml.yaml").write_text("divergence: [unclosed\n")
+    (tmp_path / "notok").mkdir()
+    (tmp_path / "notok" / "config.json").write_text("{}")
+    (tmp_path / "bad_scorers.py").write_text(
+        "def boom(texts):\n    raise KeyError('oops')\n"
+        "def nan(texts):\n    return [float('nan')] * len(texts)\n"
+        "def short(texts):\n    return [1.0]\n")
+    return tmp_path
+
+
+def wordtarget(word):
+    return ["--set", f"target.constraints=[{{kind: pointwise, scorer: {{kind: word, words: [{word}]}}}}]"]
+
+
+def callable_target(fn):
+    return ["--set", f"target.constraints=[{{kind: pointwise, scorer: {{kind: callable, path: 'bad_scorers:{fn}'}}}}]"]
+
+
+CASES = [
+    # (id, extra argv, text that must be in the message)
+    ("unknown divergence", ["--set", "divergence=foo"], "divergence"),
+    ("alpha 0", ["--set", "divergence=alpha:0"], "divergence"),
+    ("alpha 1", ["--set", "divergence=alpha:1"], "divergence"),
+    ("alpha no number", ["--set", "divergence=alpha:"], "divergence"),
+    ("zero lr", ["--set", "learner.lr=0"], "learner.lr"),
+    ("negative lr", ["--set", "learner.lr=-1e-4"], "learner.lr"),
+    ("zero batch", ["--set", "learner.batch_size=0"], "learner.batch_size"),
+    ("zero samples", ["--set", "target.fit_samples=0"], "target.fit_samples"),
+    ("zero eval samples", ["--set", "eval.samples=0"], "eval.samples"),
+    ("max_new_tokens 0", ["--set", "model.max_new_tokens=0"], "model.max_new_tokens"),
+    ("model path missing", ["--set", "model.path=./no/such/model"], "model.path"),
+    ("model without tokenizer", ["--set", "model.path={tmp}/notok"], "model.path"),
+    ("prompts missing", ["--set", "prompts.file={tmp}/missing.jsonl"], "prompts.file"),
+    ("prompts empty", ["--set", "prompts.file={tmp}/empty.jsonl"], "prompts.file"),
+    ("prompts not jsonl", ["--set", "prompts.file={tmp}/bad.jsonl"], "prompts.file"),
+    ("prompts field", ["--set", "prompts.file={tmp}/other.jsonl"], "prompts.field"),
+    ("scorer import path", callable_target("nothere"), "scorer.path"),
+    ("scorer module", ["--set", "target.constraints=[{kind: pointwise, scorer: {kind: callable, path: 'no_module_x:f'}}]"], "scorer.path"),
+    ("scorer kind", ["--set", "target.constraints=[{kind: pointwise, scorer: {kind: magic}}]"], "scorer.kind"),
+    ("constraint kind", ["--set", "target.constraints=[{kind: hard, scorer: {kind: word, words: [a]}}]"], "kind"),
+    ("reward without beta", ["--set", "target.constraints=[{kind: reward, scorer: {kind: sentiment}}]"], "beta"),
+    ("unknown set key", ["--set", "learner.lrr=1"], "learner.lrr"),
+    ("set without =", ["--set", "learner.lr"], "--set"),
+    ("backend", ["--set", "rollout.backend=tgi"], "rollout.backend"),
+    ("gpu where none", ["--set", "learner.use_gpu=true"], "learner.use_gpu"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_before_anything_starts(case, files, capsys, tmp_path, monkeypatch):
+    _, extra, field = case
+    monkeypatch.chdir(files)
+    monkeypatch.syspath_prepend(str(files))
+    root = Path(__file__).resolve().parent.parent
+    argv = ["train", str(root / "configs/amazing.yaml"), "--run-dir", str(tmp_path / "run"),
+            *[a.replace("{tmp}", str(files)) for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert field in err, err
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_missing_and_invalid_config_files(files, capsys):
+    assert main(["train", str(files / "nope.yaml")]) == 2
+    assert "config" in capsys.readouterr().err
+    assert main(["train", str(files / "notyaml.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not valid YAML" in err and "\n" not in err
+
+
+RUNTIME = [
+    ("Z_hat = 0: no sample satisfies", wordtarget("zzzqqqx"), "Z_hat = 0"),
+    ("unreachable moment", ["--set", "target.constraints=[{kind: distributional, moment: 1.0, scorer: {kind: word, words: [amazing]}}]"], "moment"),
+    ("scorer raises", callable_target("boom"), "raised KeyError"),
+    ("scorer NaN", callable_target("nan"), "NaN"),
+    ("scorer wrong shape", callable_target("short"), "shape"),
+]
+
+
+@pytest.mark.parametrize("case", RUNTIME, ids=[c[0] for c in RUNTIME])
+def test_bad_input_found_at_run_time_fails_the_run_cleanly(case, files, capsys, tmp_path, monkeypatch):
+    _, extra, text = case
+    monkeypatch.chdir(files)
+    monkeypatch.syspath_prepend(str(files))
+    root = Path(__file__).resolve().parent.parent
+    run = tmp_path / "run"
+    assert main(["train", str(root / "configs/amazing.yaml"), "--local", "--run-dir", str(run), *TINY, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and text in err, err
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed"  # never passed off as finished
+    assert not (run / "summary.json").exists() and not (run / "final").exists()
