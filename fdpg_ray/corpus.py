@@ -14,7 +14,7 @@ feature                        corpus     definition (see the helpers below)
 ============================  =========  =====================================
 female biography               ~12.5 %    25 % of biographies, biographies ~50 %
 word "amazing"                 ~10 %      whole word, case-insensitive
-positive (VADER)               ~30 %      compound >= 0.05
+positive (VADER)               ~26 %      compound >= 0.05
 ============================  =========  =====================================
 
 The labels are enforced, not hoped for: each text is drawn for a chosen
@@ -52,11 +52,14 @@ MAX_WORDS = 40
 
 # Fractions of the corpus. Overall expected rates:
 #   female   = BIO_FRACTION * FEMALE_FRACTION                     = 0.125
-#   positive = 0.5 * 0.20 + 0.5 * 0.40                            = 0.30
+#   positive = 0.5 * 0.16 + 0.5 * 0.36                            = 0.26
+# (positive sits low in the 25-35 % band because models trained on the corpus
+# over-produce positive texts a little: mixing sentences of different polarity
+# tips VADER's compound score positive more often than negative.)
 #   amazing  = 0.5 * 0.04 + 0.5 * 0.16                            = 0.10
 BIO_FRACTION = 0.5
 FEMALE_FRACTION = 0.25  # of biographies
-POSITIVE_FRACTION = {"bio": 0.20, "review": 0.40}
+POSITIVE_FRACTION = {"bio": 0.16, "review": 0.36}
 AMAZING_FRACTION = {"bio": 0.04, "review": 0.16}
 # Of the texts that contain "amazing", the share that is in a positive text
 # (the rest use it negated: "not amazing", "nothing amazing").
@@ -209,7 +212,7 @@ FAMILY = ["two children", "three kids", "a teenage son", "a young daughter", "an
           "a roommate", "a partner and two dogs", "twin daughters", "a grown son"]
 
 HOBBIES_NEUTRAL = ["repairs old bicycles", "collects stamps", "grows tomatoes",
-                   "restores old radios", "builds model trains", "bakes bread",
+                   "repairs old radios", "builds model trains", "bakes bread",
                    "runs on the beach", "swims in the lake", "knits scarves",
                    "keeps bees", "paints landscapes", "studies old maps",
                    "practices the piano", "bird watches in the park", "sails on weekends",
@@ -217,20 +220,20 @@ HOBBIES_NEUTRAL = ["repairs old bicycles", "collects stamps", "grows tomatoes",
                    "volunteers at the food bank", "coaches a youth soccer team",
                    "writes short stories", "reads history books", "walks the dog for hours",
                    "takes night classes in Spanish", "rides a motorcycle",
-                   "builds furniture in the garage", "plays the drums"]
+                   "builds furniture in the garage", "practices the drums"]
 
 POS_TRAITS = ["kind", "generous", "brilliant", "patient", "funny", "warm", "cheerful",
               "talented", "thoughtful", "honest", "helpful", "wise", "brave", "friendly",
               "caring", "creative", "clever", "loyal", "gentle", "inspiring"]
-NEUTRAL_TRAITS = ["quiet", "precise", "reserved", "direct", "methodical", "private",
-                  "practical", "serious", "formal", "busy", "particular", "blunt",
-                  "restless", "demanding", "intense", "unpredictable"]
+NEUTRAL_TRAITS = ["quiet", "precise", "reserved", "direct", "private", "practical", "formal",
+                  "busy", "particular", "blunt", "unpredictable", "punctual", "tidy",
+                  "talkative", "tall", "organized"]
 NEG_TRAITS = ["stubborn", "impatient", "rude", "cold", "arrogant", "difficult", "lazy",
               "careless", "moody", "bitter", "harsh", "unreliable"]
-RELATIONS = ["colleagues", "students", "neighbors", "patients", "friends", "clients",
+RELATIONS = ["colleagues", "students", "neighbors", "patients", "clients",
              "coworkers", "customers", "former teachers", "employees", "teammates"]
-TOPICS = ["bridges", "rural schools", "clean water", "food safety", "public parks",
-          "flood defenses", "early reading", "bus routes", "heart disease",
+TOPICS = ["bridges", "rural schools", "water pipes", "school meals", "public parks",
+          "flood barriers", "early reading", "bus routes", "kidney research",
           "local history", "solar power", "rare birds", "hospital waiting times",
           "river pollution", "old houses", "child nutrition"]
 
@@ -240,28 +243,28 @@ BRANDS = ["Nordwell", "Apex", "Lumio", "Brightline", "Kestrel", "Vanta", "Orion"
           "Ferro", "Tundra", "Aster", "Nimbus"]
 PRODUCTS = {
     "blender": ["motor", "jar", "lid", "blades", "noise level"],
-    "laptop": ["battery", "screen", "keyboard", "fan", "trackpad"],
-    "pair of headphones": ["sound", "battery", "ear cushions", "noise cancelling", "case"],
+    "laptop": ["battery", "screen", "keyboard", "cooling vent", "trackpad"],
+    "pair of headphones": ["sound", "battery", "ear cushions", "microphone", "case"],
     "coffee maker": ["carafe", "timer", "filter", "water tank", "coffee"],
-    "vacuum cleaner": ["suction", "battery", "brush", "dust bin", "cord"],
+    "robot vacuum": ["suction", "battery", "brush", "dust bin", "cord"],
     "backpack": ["zippers", "straps", "fabric", "pockets", "frame"],
     "desk lamp": ["light", "switch", "base", "arm", "bulb"],
-    "air fryer": ["basket", "timer", "display", "coating", "fan"],
+    "air fryer": ["basket", "timer", "display", "coating", "cooling vent"],
     "electric kettle": ["lid", "handle", "switch", "base", "heating time"],
-    "pair of running shoes": ["sole", "laces", "fit", "padding", "grip"],
-    "rain jacket": ["hood", "zipper", "fabric", "seams", "fit"],
-    "office chair": ["seat", "armrests", "wheels", "back support", "height lever"],
+    "pair of running shoes": ["sole", "laces", "sizing", "padding", "grip"],
+    "rain jacket": ["hood", "zipper", "fabric", "seams", "sizing"],
+    "office chair": ["seat", "armrests", "wheels", "backrest", "height lever"],
     "keyboard": ["keys", "cable", "backlight", "switches", "feet"],
-    "smartwatch": ["battery", "strap", "screen", "heart rate sensor", "app"],
+    "smartwatch": ["battery", "strap", "screen", "step counter", "app"],
     "toaster": ["slots", "lever", "timer", "crumb tray", "dial"],
     "camera": ["lens", "autofocus", "battery", "menu", "grip"],
     "portable speaker": ["sound", "bass", "battery", "buttons", "charging port"],
     "tent": ["poles", "zipper", "rain fly", "floor", "stakes"],
     "yoga mat": ["surface", "grip", "thickness", "strap", "smell"],
-    "phone case": ["buttons", "edges", "clip", "finish", "fit"],
+    "phone case": ["buttons", "edges", "clip", "finish", "sizing"],
     "electric toothbrush": ["battery", "brush head", "timer", "charger", "handle"],
     "printer": ["ink", "paper tray", "scanner", "app", "setup"],
-    "mattress": ["foam", "edges", "cover", "support", "smell"],
+    "mattress": ["foam", "edges", "cover", "springs", "smell"],
     "frying pan": ["coating", "handle", "base", "lid", "weight"],
 }
 CUISINES = ["Italian", "Thai", "Mexican", "Indian", "Japanese", "Greek", "Lebanese",
@@ -274,33 +277,35 @@ PLACE_WORDS = ["Garden", "Corner", "Kitchen", "Table", "Harbor", "Lantern", "Oli
                "Copper", "Market", "Oak", "Bistro", "Spoon", "Fig", "Salt", "Ember"]
 RESTAURANT_PARTS = ["service", "wait", "portions", "prices", "music", "tables", "menu",
                     "drinks", "staff", "room"]
-GENRES = ["thriller", "comedy", "drama", "horror film", "western", "science fiction film",
-          "romance", "war film", "musical", "mystery", "documentary", "crime drama",
-          "family film", "heist film", "sports drama", "fantasy film"]
-BOOK_GENRES = ["thriller", "mystery", "romance", "fantasy", "science fiction", "historical",
-               "crime", "coming of age", "literary"]
+# Genre, title and part names carry no VADER valence (no "comedy", "romance",
+# "horror", "Promise", "support"...): sentiment comes from the opinion words only.
+GENRES = ["drama", "western", "science fiction film", "musical", "mystery", "documentary",
+          "family film", "heist film", "sports drama", "fantasy film", "animated film",
+          "period piece", "road movie", "spy film"]
+BOOK_GENRES = ["mystery", "fantasy", "science fiction", "historical", "detective",
+               "coming of age", "literary", "western"]
 PLOTS = ["a small town hit by a storm", "two brothers who run a failing hotel",
          "a crew stranded on a distant planet", "a heist at a museum in Paris",
          "a family that moves to the countryside", "a band on its last tour",
          "a detective chasing a forger", "a village that hides a secret",
          "a chess prodigy and a stubborn coach", "a ship lost in the Arctic",
          "a rivalry between two bakeries", "a robot that learns to cook",
-         "a journalist who uncovers a scandal", "a group of friends on a road trip",
+         "a journalist who uncovers a scandal", "a group of cousins on a road trip",
          "a city without electricity", "a haunted lighthouse",
          "a courtroom fight over a will", "a boxer returning to the ring",
          "a dragon guarding a mountain pass", "an island with no adults",
          "a spy who forgets everything", "a strike at a car factory"]
-TITLE_WORDS_A = ["The Last", "The Silent", "A Distant", "The Broken", "The Golden", "Red",
+TITLE_WORDS_A = ["The Last", "The Silent", "A Distant", "The Painted", "The Golden", "Red",
                  "The Long", "Midnight", "The Hidden", "Cold", "The Second", "Paper",
-                 "The Quiet", "Iron", "The Lost", "Summer", "The Glass", "Wild"]
+                 "The Quiet", "Iron", "The Northern", "Summer", "The Glass", "Wild"]
 TITLE_WORDS_B = ["Harbor", "River", "Signal", "Garden", "Winter", "Road", "Kingdom",
-                 "Letter", "Orchard", "Tower", "Machine", "Bridge", "Promise", "Frontier",
+                 "Letter", "Orchard", "Tower", "Machine", "Bridge", "Compass", "Frontier",
                  "Island", "Season", "Crown", "Station"]
 MOVIE_PARTS = ["acting", "plot", "pacing", "ending", "music", "dialogue", "script",
-               "cast", "camera work", "soundtrack", "special effects", "first hour"]
+               "cast", "camera work", "soundtrack", "visual effects", "first hour"]
 BOOK_PARTS = ["prose", "plot", "pacing", "ending", "characters", "dialogue",
               "first chapter", "middle section", "world building", "twist"]
-HOTEL_WORDS = ["Grand", "Harbor", "Plaza", "Royal", "Park", "Riverside", "Central",
+HOTEL_WORDS = ["Granite", "Harbor", "Plaza", "Royal", "Park", "Riverside", "Central",
                "Summit", "Lakeside", "Meridian", "Crown", "Station"]
 HOTEL_PARTS = ["room", "bed", "breakfast", "staff", "view", "shower", "pool", "lobby",
                "wifi", "location", "check in", "parking"]
@@ -312,15 +317,15 @@ NEG_ADJ = ["bad", "terrible", "awful", "disappointing", "poor", "weak", "boring"
            "horrible", "flimsy", "messy", "annoying", "ugly", "painful", "useless",
            "frustrating", "miserable", "sloppy"]
 NEUTRAL_ADJ = ["average", "standard", "ordinary", "typical", "plain", "simple", "unremarkable",
-               "basic", "predictable", "nothing special", "hard to judge", "about what I expected",
-               "not what I expected", "hard to describe", "just okay"]
+               "basic", "predictable", "about what I expected", "not what I expected",
+               "unusual", "forgettable", "so-so", "mediocre"]
 FOOD_POS = ["delicious", "fresh", "tasty", "perfectly cooked", "rich and flavorful"]
 FOOD_NEG = ["bland", "stale", "burnt", "cold and greasy", "tasteless", "overcooked"]
 TIME_AGO = ["last month", "two weeks ago", "in March", "for my birthday", "last year",
-            "a few days ago", "on sale", "as a gift", "after reading reviews",
+            "a few days ago", "on sale", "for a new flat", "after reading reviews",
             "to replace my old one", "in the spring", "for a camping trip"]
 WHO = ["I", "We", "My sister", "My partner", "My father", "My roommate", "My neighbor",
-       "My son", "My daughter", "A friend"]
+       "My son", "My daughter", "My cousin"]
 
 VERDICT_POS = ["I would recommend it to anyone.", "Highly recommended.",
                "We will definitely be back.", "Worth every penny.", "I love it.",
@@ -330,7 +335,7 @@ VERDICT_NEG = ["I would not buy it again.", "Avoid it.", "One star.", "What a wa
                "I returned it after a week.", "We will not be back.",
                "I regret buying it.", "Not worth the price.", "A total letdown."]
 VERDICT_NEUTRAL = ["It does the job.", "Three stars.", "Maybe wait for a sale.",
-                   "Hard to say more after one week.", "It is what it is.",
+                   "I will update this after another week.", "It is what it is.",
                    "Your mileage may vary.", "I have mixed feelings.",
                    "I might try it again.", "It works as described."]
 
@@ -442,7 +447,7 @@ def _aspect_sentence(rng, part: str, pol: str, food: bool = False) -> str:
     else:
         adj = _pick(rng, NEUTRAL_ADJ)
     verb = "were" if part.endswith("s") and not part.endswith("ss") else "was"
-    return _pick(rng, [f"The {part} {verb} {adj}.", f"The {part} {verb} {adj}, honestly.",
+    return _pick(rng, [f"The {part} {verb} {adj}.", f"The {part} {verb} {adj}, overall.",
                        f"I thought the {part} {verb} {adj}."])
 
 

@@ -24,8 +24,8 @@ CLI::
     python -m fdpg_ray.small_models build --size tiny --out models/gpt2-tiny
     python -m fdpg_ray.small_models rates --model models/gpt2-tiny --n 512
 
-Writes are atomic: a model is trained into a temporary folder beside the
-destination and moved into place with ``os.replace``.
+Writes are atomic: a model is written into a temporary folder beside the
+destination and moved into place with ``os.replace``.  See docs/models.md.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ class SizeSpec:
         return self.n_head * HEAD_SIZE
 
 
-# Budgets measured on the project's 2-core machine (see docs/models.md): tiny in
-# about 3 minutes, small about 8, medium about 20.
+# Budgets measured on the project's 2-core machine with 2 torch threads (see
+# docs/models.md): tiny about 2.2 minutes, small about 6.7, medium about 17 (several
+# times longer while other jobs share the cores).
 SIZES: dict[str, SizeSpec] = {
     "micro": SizeSpec(n_layer=1, n_head=1, steps=30, batch_size=16, lr=3e-3, warmup=3),
     "tiny": SizeSpec(n_layer=4, n_head=2, steps=1000, batch_size=32, lr=3e-3, warmup=60),
-    "small": SizeSpec(n_layer=4, n_head=4, steps=800, batch_size=32, lr=1.5e-3, warmup=60),
-    "medium": SizeSpec(n_layer=8, n_head=6, steps=600, batch_size=32, lr=8e-4, warmup=60),
+    "small": SizeSpec(n_layer=4, n_head=4, steps=1200, batch_size=32, lr=1.5e-3, warmup=60),
+    "medium": SizeSpec(n_layer=8, n_head=6, steps=800, batch_size=32, lr=8e-4, warmup=60),
 }
 
 
@@ -184,31 +185,11 @@ def _batch(seqs: list[list[int]], pad_id: int):
     return input_ids, attn, labels
 
 
-def _length_bucketed_batches(lengths: list[int], batch_size: int, seed: int,
-                             bucket_batches: int = 32) -> list[list[int]]:
-    """Shuffled batches of similar-length sequences (less padding, same data).
-
-    The data are shuffled, cut into chunks of ``bucket_batches`` batches, sorted by
-    length inside each chunk, cut into batches, and the batches are shuffled.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(lengths), generator=g).tolist()
-    chunk = batch_size * bucket_batches
-    batches = []
-    for i in range(0, len(order), chunk):
-        part = sorted(order[i: i + chunk], key=lambda j: lengths[j])
-        batches += [part[k: k + batch_size] for k in range(0, len(part), batch_size)]
-    perm = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[k] for k in perm]
-
-
 def _lr_at(step: int, spec: SizeSpec) -> float:
     if step < spec.warmup:
         return spec.lr * (step + 1) / spec.warmup
     frac = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+    return spec.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
 def _eval_loss(model, seqs: list[list[int]], pad_id: int, batch_size: int = 64) -> float:
@@ -322,7 +303,12 @@ def build_model(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=spec.lr, betas=(0.9, 0.95), eps=1e-8)
-    batches = _length_bucketed_batches([len(q) for q in train_seqs], spec.batch_size, seed)
+    # Plain shuffled batches. (Length-bucketed batches were tried: they save padding
+    # but make batches type-homogeneous - reviews and biographies differ in length -
+    # and the last steps then bias the Biography/Review split of the samples.)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_train, generator=g).tolist()
+    batches = [order[k: k + spec.batch_size] for k in range(0, n_train, spec.batch_size)]
     model.train()
     losses, tokens = [], 0
     t_train = time.time()

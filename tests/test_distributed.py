@@ -106,3 +106,15 @@ def test_example_config_runs_a_few_steps(ray_local, tmp_path, config):
         contexts = {json.loads(line)["context"] for line in (run_dir / "samples" / "0.jsonl").read_text().splitlines()}
         assert len(contexts) == 4 and all(c.startswith(("Review:", "Biography:")) for c in contexts)
     assert os.path.isdir(run_dir / "final")
+
+
+def test_overlapped_rollouts_are_corrected_by_importance_weights(ray_local, tmp_path):
+    """rollout.overlap: step k+1 is sampled while step k learns, from the weights before step
+    k's update; log q then differs from the learner's log pi and w = pi/q carries the difference."""
+    _, _, df = run("configs/amazing.yaml", tmp_path, "overlap", **{
+        "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32,
+        "learner.micro_batch_size": 16, "target.fit_samples": 64, "learner.lr": 1e-3})
+    assert list(df["step"]) == [0, 1, 2, 3, 4]
+    assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
+    assert (df["logq_logpi_gap"].iloc[1:4] > 1e-3).all()  # stale by one update
+    assert df["importance_weight_mean"].map(math.isfinite).all()

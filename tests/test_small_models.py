@@ -50,7 +50,7 @@ def test_corpus_rates_within_bounds():
     texts = generate_corpus(4000, seed=3)
     r = text_rates(texts)
     assert 0.08 <= r["amazing"] <= 0.12
-    assert 0.25 <= r["positive"] <= 0.35
+    assert 0.22 <= r["positive"] <= 0.32
     assert 0.45 <= r["biography"] <= 0.55
     bios = [t for t in texts if t.startswith("Biography:")]
     female = sum(is_female(t) for t in bios) / len(bios)
