@@ -38,14 +38,15 @@ def init_ray(cfg: Config) -> None:
     # Actors and workers do not run in this directory: let them import what the user can
     # import here (callable scorers given as "module:function").
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
-    if cfg.ray.address is None:
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets RAY_ADDRESS
+    if address is None:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
     else:
         try:
-            ray.init(address=cfg.ray.address, runtime_env=env, logging_level="WARNING")
+            ray.init(address=address, runtime_env=env, logging_level="WARNING")
         except (ConnectionError, RuntimeError, TimeoutError) as e:
-            raise ClusterError(f"ray.address: cannot connect to '{cfg.ray.address}' ({type(e).__name__}); start the "
+            raise ClusterError(f"ray.address: cannot connect to '{address}' ({type(e).__name__}); start the "
                                f"cluster (`ray up cluster.yaml` or `ray start --head`) or unset ray.address") from None
 
 
