@@ -43,11 +43,32 @@ def init_ray(cfg: Config) -> None:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING")
     else:
+        _probe(address)
         try:
             ray.init(address=address, runtime_env=env, logging_level="WARNING")
         except (ConnectionError, RuntimeError, TimeoutError) as e:
             raise ClusterError(f"ray.address: cannot connect to '{address}' ({type(e).__name__}); start the "
                                f"cluster (`ray up cluster.yaml` or `ray start --head`) or unset ray.address") from None
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a host:port address (ray.init
+    itself retries for minutes).  "auto" and addresses without a port are left to Ray."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"ray.address: nothing answers at '{address}' ({e.strerror or type(e).__name__}); start the "
+                           f"cluster (`ray up cluster.yaml` or `ray start --head`) or unset ray.address") from None
 
 
 def check_resources(cfg: Config) -> None:

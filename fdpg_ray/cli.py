@@ -116,12 +116,18 @@ def cmd_train(args) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume: '{run_dir}' is not a run directory (no config.yaml); give RUN_DIR of an earlier run")
+        status = run_dir / "status.json"
+        if status.is_file() and json.loads(status.read_text()).get("state") == "finished":
+            raise ConfigError(f"--resume: '{run_dir}' already finished; start a new run (fdpg-ray train CONFIG.yaml)")
         cfg = load_config(run_dir / "config.yaml", args.overrides)
     else:
         if not args.config:
             raise ConfigError("config: missing; usage: fdpg-ray train CONFIG.yaml [--set key=value ...]")
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
+        if (run_dir / "config.yaml").exists():
+            raise ConfigError(f"--run-dir: '{run_dir}' already holds a run; continue it with "
+                              f"`fdpg-ray train --resume {run_dir}` or choose another --run-dir")
     summary = train(cfg, run_dir, resume=bool(args.resume), local=args.local)
     print_summary(summary)
     return 0

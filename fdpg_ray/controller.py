@@ -269,7 +269,8 @@ class Controller:
         # Same arithmetic as the loss, on the whole batch, for the baseline and metrics.
         full = fdpg_loss(log_pi, batch["log_P"], log_Z, self.divergence, log_q=batch["log_q"], baseline=B,
                          clip_log_t=cfg.loss.clip_log_t, max_importance_weight=cfg.loss.max_importance_weight)
-        self.baseline.update(full.pseudo_reward, full.importance_weight, contexts)
+        informative = torch.isfinite(log_Z)  # contexts with Z_hat = 0 say nothing about p yet
+        self.baseline.update(full.pseudo_reward, torch.where(informative, full.importance_weight, 0.0), contexts)
         self.samples_seen += n
         metrics = self.metrics(batch, log_pi, log_Z, full, loss, grad_norm)
         metrics["learn_seconds"] = time.time() - t_start
@@ -281,6 +282,7 @@ class Controller:
         m = {
             "step": self.step, "samples": self.samples_seen, "loss": loss,
             "z_hat": math.exp(self.log_partition.mean_log_z()), "log_z_hat": self.log_partition.mean_log_z(),
+            "z_zero_contexts": self.log_partition.zero_fraction(),
             "alignment": self.alignment(batch["features"]),
         }
         m.update(is_metrics(batch["log_P"], log_Z, log_pi, batch["log_q"], batch["log_a"], self.divergence))

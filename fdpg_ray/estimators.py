@@ -49,7 +49,13 @@ class LogPartition:
         return _t64([self.log_z(k) for k in keys])
 
     def mean_log_z(self) -> float:
-        return sum(self.log_z(k) for k in self.count) / max(len(self.count), 1)
+        """Mean of log Z_c over the contexts whose Z_hat is positive (-inf if there is none)."""
+        finite = [z for z in (self.log_z(k) for k in self.count) if z > -math.inf]
+        return sum(finite) / len(finite) if finite else -math.inf
+
+    def zero_fraction(self) -> float:
+        """Fraction of the contexts seen so far for which no sample has had P > 0 (Z_hat = 0)."""
+        return sum(self.log_sum[k] == -math.inf for k in self.count) / max(len(self.count), 1)
 
     def state_dict(self) -> dict:
         return {"log_sum": dict(self.log_sum), "count": dict(self.count)}
@@ -87,6 +93,8 @@ class MovingBaseline:
         groups = {k: torch.tensor([kk == k for kk in keys]) for k in dict.fromkeys(keys)}
         groups[self.GLOBAL] = torch.ones(len(r), dtype=torch.bool)
         for key, idx in groups.items():
+            if not bool((w[idx] > 0).any()):  # nothing to learn from (e.g. Z_hat_c = 0)
+                continue
             mean = float((w[idx] * r[idx]).sum() / w[idx].sum())
             prev = self.value.get(key)
             self.value[key] = mean if prev is None else self.momentum * prev + (1 - self.momentum) * mean
@@ -111,19 +119,25 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
       KL(p||pi) = E_q[rho log(p/pi)],  TV = 1/2 E_q|rho - v|,
       JS = 1/2 E_q[rho log(p/m)] + 1/2 E_q[v log(pi/m)],  m = (p+pi)/2,
       KL(pi||a) = E_q[v log(pi/a)],  D_f(pi||p) = E_q[rho f(pi/p)] (times report_scale).
-    ``log_Z`` is a scalar or a per-sample tensor.  Returns floats.
+    ``log_Z`` is a scalar or a per-sample tensor.  Samples whose log Z is -inf (a context
+    with Z_hat = 0, where p is undefined) are left out; if that leaves none, every value is
+    NaN.  Returns floats.
     """
-    log_p = _t64(log_P) - _t64(log_Z)
     log_pi, log_q = _t64(log_pi), _t64(log_q)
+    out = {}
+    if log_a is not None:  # does not involve p: every sample counts
+        out["kl_pi_a"] = _xlogy_weighted(log_pi - log_q, log_pi - _t64(log_a)).mean().item()
+    log_Z = torch.broadcast_to(_t64(log_Z), log_pi.shape)
+    keep = torch.isfinite(log_Z)
+    log_pi, log_q = log_pi[keep], log_q[keep]
+    log_p = _t64(log_P)[keep] - log_Z[keep]
     log_rho, log_v = log_p - log_q, log_pi - log_q
     log_m = torch.logaddexp(log_p, log_pi) - math.log(2.0)
-    out = {
+    out.update({
         "kl_p_pi": _xlogy_weighted(log_rho, log_p - log_pi).mean().item(),
         "tv_p_pi": 0.5 * (torch.exp(log_rho) - torch.exp(log_v)).abs().mean().item(),
         "js_p_pi": 0.5 * (_xlogy_weighted(log_rho, log_p - log_m) + _xlogy_weighted(log_v, log_pi - log_m)).mean().item(),
-    }
-    if log_a is not None:
-        out["kl_pi_a"] = _xlogy_weighted(log_v, log_pi - _t64(log_a)).mean().item()
+    })
     if divergence is not None:
         f = divergence.f(log_pi - log_p)
         terms = torch.where(log_rho == -math.inf, torch.zeros_like(f), torch.exp(log_rho) * f)

@@ -53,6 +53,8 @@ def fdpg_loss(
     everything else is treated as a constant.  ``log_P`` may be -inf (p(x) = 0):
     log t is clamped to [-clip_log_t, clip_log_t] before the pseudo-reward is taken,
     so p(x) = 0 is scored as if p(x) = pi(x) e^-clip (docs/design.md, "p(x) = 0").
+    A sample whose ``log_Z`` is -inf (a context for which no sample has had P > 0 yet, so
+    p_c is still undefined) carries no information about p: its advantage is 0.
     ``baseline`` may be a scalar or a per-sample tensor (per-context baselines).
     ``normalizer`` divides the sum instead of n (data-parallel workers pass the global
     batch size so that averaging gradients across workers gives the global mean).
@@ -73,6 +75,7 @@ def fdpg_loss(
             log_w = log_w.clamp(max=math.log(max_importance_weight))
         w = torch.exp(log_w.clamp(max=clip_log_t))
     advantage = (r - torch.as_tensor(baseline, dtype=torch.float64, device=lp.device)) * w
+    advantage = torch.where(torch.isfinite(log_Z).expand_as(advantage), advantage, torch.zeros_like(advantage))
     n = normalizer if normalizer is not None else max(int(lp.numel()), 1)
     loss = -(advantage.to(log_pi.dtype) * log_pi).sum() / n
     return LossOutput(loss=loss, pseudo_reward=r, log_t=log_t, importance_weight=w)

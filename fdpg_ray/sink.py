@@ -57,6 +57,7 @@ class RunSink:
                 self.columns = reader.fieldnames
                 self.rows = [{k: _num(v) for k, v in r.items()} for r in reader]
         self._tb = None
+        self.starts = 0  # learner (re)starts seen by this sink: Ray Train restarts = starts - 1
         self.status("running")
 
     # -- status -----------------------------------------------------------------------
@@ -65,7 +66,9 @@ class RunSink:
 
     # -- metrics ----------------------------------------------------------------------
     def truncate(self, step: int) -> None:
-        """Drop rows at or after ``step`` (a resumed or restarted run redoes them)."""
+        """Drop rows at or after ``step`` (a resumed or restarted run redoes them).  Called
+        once each time the learner (re)starts."""
+        self.starts += 1
         self.rows = [r for r in self.rows if r["step"] < step]
         self._write_csv()
 
@@ -134,6 +137,7 @@ class RunSink:
         from .report import plot_run
 
         summary = dict(summary)
+        summary["restarts"] = max(self.starts - 1, 0)
         summary["plots"] = plot_run(self.dir)
         atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2, default=str))
         if self._tb is not None:

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fdpg_ray.config import ConfigError, load_config
 from fdpg_ray.divergences import get_divergence
@@ -42,6 +44,28 @@ def test_no_nan_or_inf_reaches_the_gradient_even_at_p_zero_and_huge_log_t(name):
     assert torch.isfinite(out.loss) and torch.isfinite(log_pi.grad).all()
     assert torch.isfinite(out.pseudo_reward).all()
     assert out.log_t.abs().max() <= 20.0
+
+
+_LOGS = st.one_of(st.floats(-1e4, 1e4), st.sampled_from([-math.inf, math.inf, -1e4, 1e4, 0.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_LOGS, _LOGS, _LOGS, _LOGS, _LOGS), min_size=1, max_size=8),
+       st.sampled_from(ALL), st.booleans())
+def test_hypothesis_loss_and_gradient_finite_for_any_inputs(rows, name, hard_constraint):
+    """log pi, log P, log q, log Z, baseline anywhere in [-1e4, 1e4] or infinite (log P = -inf:
+    a hard constraint; log Z = -inf: a context with Z_hat = 0): no NaN/inf in loss or gradient."""
+    cols = torch.tensor(rows, dtype=torch.float64).T
+    log_pi = cols[0].clamp(-1e4, 0.0).float().requires_grad_()  # a log-probability is finite, <= 0
+    log_P = cols[1].clone()
+    if hard_constraint:  # b(x) = 0 for the first sample
+        log_P[0] = -math.inf
+    log_q = cols[2].clamp(-1e4, 0.0)
+    baseline = cols[4].nan_to_num(0.0, 0.0, 0.0)
+    out = fdpg_loss(log_pi, log_P, cols[3], get_divergence(name), log_q=log_q, baseline=baseline,
+                    max_importance_weight=100.0)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(log_pi.grad).all()
 
 
 def test_p_zero_policy_uses_the_clipped_limit():
@@ -129,6 +153,30 @@ def test_importance_sampled_metrics_match_exact_values_on_a_small_space():
     assert m["js_p_pi"] == pytest.approx(js.item())
     assert m["divergence"] == pytest.approx(js.item())
     assert m["kl_pi_a"] == pytest.approx((pi * torch.log(pi / a)).sum().item())
+
+
+def test_a_context_with_zero_z_hat_is_left_out_of_loss_metrics_and_baseline():
+    # context "b" has had no sample with P > 0: p_b is undefined, so its samples must not
+    # move the weights, the metrics or the baseline (and must never produce NaN).
+    z = LogPartition()
+    log_P = torch.tensor([math.log(2.0), math.log(4.0), -math.inf, -math.inf], dtype=torch.float64)
+    log_q = torch.full((4,), math.log(0.5), dtype=torch.float64)
+    ctx = ["a", "a", "b", "b"]
+    z.update(log_P, log_q, ctx)
+    log_Z = z.log_z_for(ctx, 4)
+    assert torch.isinf(log_Z[2:]).all() and z.zero_fraction() == 0.5
+    assert z.mean_log_z() == pytest.approx(z.log_z("a"))
+    log_pi = torch.log(torch.tensor([0.3, 0.2, 0.4, 0.1], dtype=torch.float64)).requires_grad_()
+    out = fdpg_loss(log_pi, log_P, log_Z, get_divergence("kl"), log_q=log_q)
+    out.loss.backward()
+    assert torch.isfinite(log_pi.grad).all() and (log_pi.grad[2:] == 0).all() and (log_pi.grad[:2] != 0).all()
+    m = is_metrics(log_P, log_Z, log_pi.detach(), log_q, log_q, get_divergence("kl"))
+    only_a = is_metrics(log_P[:2], log_Z[:2], log_pi.detach()[:2], log_q[:2], None, get_divergence("kl"))
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["kl_p_pi"] == pytest.approx(only_a["kl_p_pi"])
+    b = MovingBaseline(momentum=0.0)
+    b.update(out.pseudo_reward, torch.where(torch.isfinite(log_Z), out.importance_weight, 0.0), ctx)
+    assert "b" not in b.value and math.isfinite(b.value["*"])
 
 
 # ----------------------------------------------------------------------------- targets
