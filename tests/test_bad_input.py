@@ -110,3 +110,33 @@ def test_bad_input_found_at_run_time_fails_the_run_cleanly(case, files, capsys, 
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed"  # never passed off as finished
     assert not (run / "summary.json").exists() and not (run / "final").exists()
+
+
+def test_run_dir_and_resume_misuse(tmp_path, capsys):
+    """A run directory is never overwritten by a new run, and --resume refuses what it cannot continue."""
+    root = Path(__file__).resolve().parent.parent
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("divergence: js\n")
+    (run / "status.json").write_text('{"state": "finished"}')
+    before = {p.name: p.read_text() for p in run.iterdir()}
+    cases = [
+        (["train", str(root / "configs/amazing.yaml"), "--run-dir", str(run)], "--run-dir"),
+        (["train", "--resume", str(run)], "already finished"),
+        (["train", "--resume", str(tmp_path / "nothing")], "--resume"),
+    ]
+    for argv, text in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and text in err, err
+    assert {p.name: p.read_text() for p in run.iterdir()} == before
+
+
+def test_cluster_address_that_does_not_answer(tmp_path, capsys):
+    root = Path(__file__).resolve().parent.parent
+    argv = ["train", str(root / "configs/amazing.yaml"), "--run-dir", str(tmp_path / "run"),
+            "--set", "ray.address=127.0.0.1:9"]  # discard port: nothing listens
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "ray.address" in err, err
+    assert not (tmp_path / "run").exists()
