@@ -19,6 +19,7 @@ that Z_hat, the baseline and the metrics are identical on every worker.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -154,6 +155,7 @@ class Controller:
         self.step = 0
         self.samples_seen = 0
         self.skipped_steps = 0
+        self.last_sync_seconds = 0.0
         self.lambdas: dict[str, float] = {}
         self.achieved_moments: dict[str, float] = {}
         self.pending = None  # overlapped rollout for the next step
@@ -205,6 +207,7 @@ class Controller:
         with learning when rollout.overlap is on); all ranks receive the same batch."""
         batch = None
         if self.world.rank == 0:
+            t0 = time.perf_counter()
             if self.pending is not None:
                 batch = self._collect(self.pending)
                 self.pending = None
@@ -212,9 +215,13 @@ class Controller:
                 batch = self._collect(self._submit(self.cfg.learner.batch_size, self._seed(self.step)))
             if self.cfg.rollout.overlap and self.step + 1 < self.cfg.run.steps:
                 # Sampled from the weights before this step's update: one step stale; the
-                # importance weight pi_theta / q corrects for it.
+                # importance weight pi_theta / q corrects for it.  (Scoring it in a background
+                # thread too was measured slower on 2 cores: docs/performance.md.)
                 self.pending = self._submit(self.cfg.learner.batch_size, self._seed(self.step + 1))
+            t1 = time.perf_counter()
             batch.update(self.scorer.score(batch))
+            # Seconds the learner waited for this step's samples, and for their scores.
+            batch["timing"] = {"rollout_wait_seconds": t1 - t0, "score_seconds": time.perf_counter() - t1}
         return self.world.broadcast(batch)
 
     def log_pi(self, batch: dict, rows: slice, grad: bool) -> torch.Tensor:
@@ -295,6 +302,7 @@ class Controller:
             "logq_logpi_gap": (batch["log_q"] - log_pi).abs().mean().item(),
             "grad_norm": grad_norm, "skipped_steps": self.skipped_steps, "lr": self.scheduler.get_last_lr()[0],
             "seconds": time.time() - self.t0,
+            **process_stats(),
         })
         for name, value in self.feature_means(batch["features"]).items():
             m[f"feature_{name}"] = value
@@ -404,6 +412,8 @@ class Controller:
             extra = self.evaluation(batch) if evaluate else {}  # before the update: row k is theta_k
             m = self.train_step(batch, update=update)
             m.update(extra)
+            m.update(batch.get("timing", {}))
+            m["sync_seconds"] = self.last_sync_seconds
             if evaluate:
                 if self.sink is not None:
                     self.sink.samples(self.step, sample_records(batch, m["step"], cfg.eval.n_texts * 8))
@@ -416,12 +426,25 @@ class Controller:
                                 D=f"{m['divergence']:.3f}")
             self.step += 1
             if update and self.world.rank == 0 and self.step % cfg.rollout.sync_every == 0:
+                t0 = time.perf_counter()
                 self.rollout.push_weights(self.policy.state_dict())
+                self.last_sync_seconds = time.perf_counter() - t0  # logged in the next row
             if on_step is not None:
                 on_step(m, update and self.step % cfg.run.checkpoint_every == 0)
         if bar is not None:
             bar.close()
         return rows
+
+
+def process_stats() -> dict:
+    """Resident memory (MiB) and open file descriptors of this process (Linux; {} elsewhere):
+    logged every step so that a leak shows as a slope."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return {"rss_mib": rss, "open_fds": len(os.listdir("/proc/self/fd"))}
+    except OSError:
+        return {}
 
 
 def sample_records(batch: dict, step: int, limit: int) -> list[dict]:
