@@ -39,5 +39,14 @@ models: $(STAMP)
 	$(BIN)/python -m fdpg_ray.small_models build --size small --out .cache/models/gpt2-small
 	$(BIN)/python -m fdpg_ray.small_models build --size medium --out .cache/models/gpt2-medium
 
+# Benchmarks (benchmarks/RESULTS.md); TRL only for the end-to-end baseline.
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/learner.py --model bundled:gpt2-tiny --device cpu --dtype float32 --batch 16 --seq 256
+	$(BIN)/python benchmarks/logprob_memory.py
+	$(BIN)/python benchmarks/e2e.py
+	$(BIN)/python benchmarks/e2e.py --scaling
+
 clean-venv:
 	rm -rf $(VENV)

@@ -43,7 +43,7 @@ def run(config, tmp_path, name, **overrides):
 def test_short_run_raises_alignment_and_lowers_kl(ray_local, tmp_path, backend, divergence):
     run_dir, summary, df = run("configs/amazing.yaml", tmp_path, f"{backend}-{divergence}", **{
         "divergence": divergence, "rollout.backend": backend, "run.steps": 16, "run.eval_every": 8,
-        "run.checkpoint_every": 8, "learner.lr": 2e-4, "learner.batch_size": 96, "learner.micro_batch_size": 48,
+        "run.checkpoint_every": 8, "learner.lr": 2e-4, "learner.lr_schedule": "constant", "learner.batch_size": 96, "learner.micro_batch_size": 48,
         "target.fit_samples": 384})
     assert list(df["step"]) == list(range(17))  # steps 0..16, each exactly once
     for c in REQUIRED_COLUMNS:
@@ -63,14 +63,21 @@ def test_short_run_raises_alignment_and_lowers_kl(ray_local, tmp_path, backend, 
     assert summary["before_after"]
 
 
-def test_final_model_loads_in_transformers_and_vllm_with_the_same_log_probs(ray_local, tmp_path):
+def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_log_probs(ray_local, tmp_path):
     from actors.vllm_engine import VLLMSampler
     from fdpg_ray.loss import collate, sequence_log_probs
     from fdpg_ray.models import bos_prompt_ids, load_model_and_tokenizer
 
-    run_dir, _, _ = run("configs/amazing.yaml", tmp_path, "final", **{
-        "rollout.backend": "hf", "run.steps": 2, "learner.batch_size": 32, "learner.micro_batch_size": 16,
-        "target.fit_samples": 64, "learner.lr": 1e-3})
+    # The same run checks rollout.overlap: step k+1 is sampled while step k learns, from the
+    # weights before step k's update; log q then differs from the learner's log pi and the
+    # importance weight w = pi/q carries the difference.
+    run_dir, _, df = run("configs/amazing.yaml", tmp_path, "final", **{
+        "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32,
+        "learner.micro_batch_size": 16, "target.fit_samples": 64, "learner.lr": 1e-3})
+    assert list(df["step"]) == [0, 1, 2, 3, 4]
+    assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
+    assert (df["logq_logpi_gap"].iloc[1:4] > 1e-3).all()  # stale by one update
+    assert df["importance_weight_mean"].map(math.isfinite).all()
     final = str(run_dir / "final")
     model, tok = load_model_and_tokenizer(final)
     base, _ = load_model_and_tokenizer("bundled:gpt2-tiny")
@@ -106,15 +113,3 @@ def test_example_config_runs_a_few_steps(ray_local, tmp_path, config):
         contexts = {json.loads(line)["context"] for line in (run_dir / "samples" / "0.jsonl").read_text().splitlines()}
         assert len(contexts) == 4 and all(c.startswith(("Review:", "Biography:")) for c in contexts)
     assert os.path.isdir(run_dir / "final")
-
-
-def test_overlapped_rollouts_are_corrected_by_importance_weights(ray_local, tmp_path):
-    """rollout.overlap: step k+1 is sampled while step k learns, from the weights before step
-    k's update; log q then differs from the learner's log pi and w = pi/q carries the difference."""
-    _, _, df = run("configs/amazing.yaml", tmp_path, "overlap", **{
-        "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32,
-        "learner.micro_batch_size": 16, "target.fit_samples": 64, "learner.lr": 1e-3})
-    assert list(df["step"]) == [0, 1, 2, 3, 4]
-    assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
-    assert (df["logq_logpi_gap"].iloc[1:4] > 1e-3).all()  # stale by one update
-    assert df["importance_weight_mean"].map(math.isfinite).all()

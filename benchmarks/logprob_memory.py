@@ -1,0 +1,98 @@
+"""Peak memory of the sequence log-probability computation with gradient: fdpg-ray's chunked,
+checkpointed projection against the plain full-vocabulary log-softmax, on SmolLM2-135M's
+49,152-token vocabulary.  Each variant runs in its own fresh process and reports the rise
+of its peak resident memory above what it held after loading the model (CPU), or the CUDA
+allocator's peak (GPU).
+
+    python benchmarks/logprob_memory.py                 # batch 8, length 512, chunk 128
+    python benchmarks/logprob_memory.py --batch 4 --seq 256
+
+Goal: chunked <= 0.6 x plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def plain_sequence_log_probs(model, ids, attn, comp):
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # (B, L-1, V) at once
+    tok = torch.gather(torch.log_softmax(logits, -1), -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (tok * comp[:, 1:]).sum(1)
+
+
+def child(variant: str, model_spec: str, batch: int, seq: int, chunk: int, device: str) -> None:
+    from fdpg_ray.loss import sequence_log_probs
+    from fdpg_ray.models import load_model_and_tokenizer
+
+    torch.manual_seed(0)
+    model, _ = load_model_and_tokenizer(model_spec)
+    model.to(device).eval()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (batch, seq), device=device)
+    attn, comp = torch.ones_like(ids), torch.ones_like(ids)
+    comp[:, : seq // 4] = 0
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_bytes()
+    if variant == "chunked":
+        lp = sequence_log_probs(model, ids, attn, comp, chunk_size=chunk)
+    else:
+        lp = plain_sequence_log_probs(model, ids, attn, comp)
+    lp.sum().backward()
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"variant": variant, "vocab": vocab, "peak_bytes": peak, "value": float(lp.sum())}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--chunk", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", default=None)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.model, args.batch, args.seq, args.chunk, args.device)
+        return
+    res = {}
+    for variant in ("plain", "chunked"):
+        out = subprocess.run([sys.executable, __file__, "--child", variant, "--model", args.model, "--batch",
+                              str(args.batch), "--seq", str(args.seq), "--chunk", str(args.chunk), "--device",
+                              args.device], capture_output=True, text=True, check=True, cwd=ROOT)
+        res[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps(res[variant]))
+    ratio = res["chunked"]["peak_bytes"] / res["plain"]["peak_bytes"]
+    same = abs(res["chunked"]["value"] - res["plain"]["value"]) <= 1e-3 * abs(res["plain"]["value"])
+    print(json.dumps({"bench": "logprob_memory", "model": args.model, "vocab": res["plain"]["vocab"], "batch": args.batch,
+                      "seq": args.seq, "chunk": args.chunk, "plain_MiB": round(res["plain"]["peak_bytes"] / 2**20, 1),
+                      "chunked_MiB": round(res["chunked"]["peak_bytes"] / 2**20, 1), "ratio": round(ratio, 3),
+                      "same_values": same, "goal": "<= 0.6",
+                      "command": f"python benchmarks/logprob_memory.py --model {args.model} --batch {args.batch} "
+                                 f"--seq {args.seq} --chunk {args.chunk} --device {args.device}"}))
+
+
+if __name__ == "__main__":
+    main()
