@@ -28,7 +28,7 @@ class ClusterError(RuntimeError):
 # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: Ray Train V2's controller takes one worker report per
 # poll and polls every 2 s by default; the worker's report queue holds one result, so with a
 # report per step every step took at least 2 s (measured: 2.01 s/step for 0.03 s of learning;
-# docs/performance.md).  Polling every 50 ms removes that floor.
+# benchmarks/RESULTS.md).  Polling every 50 ms removes that floor.
 ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1",
             "VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05"}

@@ -216,7 +216,7 @@ class Controller:
             if self.cfg.rollout.overlap and self.step + 1 < self.cfg.run.steps:
                 # Sampled from the weights before this step's update: one step stale; the
                 # importance weight pi_theta / q corrects for it.  (Scoring it in a background
-                # thread too was measured slower on 2 cores: docs/performance.md.)
+                # thread too was measured slower on 2 cores: benchmarks/RESULTS.md.)
                 self.pending = self._submit(self.cfg.learner.batch_size, self._seed(self.step + 1))
             t1 = time.perf_counter()
             batch.update(self.scorer.score(batch))

@@ -94,6 +94,9 @@ def test_the_example_sweeps_are_valid():
     assert study["grid"]["task"] == ["amazing", "gender", "sentiment"]
     assert study["grid"]["model.path"] == ["bundled:gpt2-tiny", "bundled:gpt2-small", "bundled:gpt2-medium"]
     assert len(study["grid"]["run.seed"]) == 2
+    tiny = load_sweep(ROOT / "configs" / "sweeps" / "study_tiny.yaml")  # the part run on 2 cores
+    assert len(tiny["grid"]["task"]) * len(tiny["grid"]["divergence"]) * len(tiny["grid"]["run.seed"]) == 24
+    assert build_config(tiny, {"task": "sentiment", "divergence": "js", "run.seed": 0}).model.path == "bundled:gpt2-tiny"
     cfg = build_config(study, {"task": "gender", "divergence": "tv", "model.path": "bundled:gpt2-tiny", "run.seed": 1})
     assert (cfg.run.name, cfg.divergence, cfg.run.seed) == ("gender", "tv", 1)
     # a trial reserves its driver plus its rollout and scorer actors, as one placement group
