@@ -35,6 +35,8 @@ ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN
 
 
 def init_ray(cfg: Config) -> None:
+    if cfg.ray.address:
+        _probe(cfg.ray.address)  # even when this process is already connected somewhere
     if ray.is_initialized():
         return
     for k, v in ENV_VARS.items():

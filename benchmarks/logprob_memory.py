@@ -1,8 +1,8 @@
 """Peak memory of the sequence log-probability computation with gradient: fdpg-ray's chunked,
 checkpointed projection against the plain full-vocabulary log-softmax, on SmolLM2-135M's
 49,152-token vocabulary.  Each variant runs in its own fresh process and reports the rise
-of its peak resident memory above what it held after loading the model (CPU), or the CUDA
-allocator's peak (GPU).  Two parts are measured:
+of its peak resident memory (VmHWM, reset after loading) above what it held after loading
+the model (CPU), or the CUDA allocator's peak (GPU).  Two parts are measured:
 
   head   hidden states -> log pi of the sequence, forward and backward (what chunking changes)
   step   the whole forward and backward through the model (backbone activations included)
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -32,6 +31,20 @@ sys.path.insert(0, ROOT)
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> None:
+    """Start the peak-RSS count (VmHWM) afresh, so that loading the model does not count."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def plain_sequence_log_probs(model, ids, attn, comp):
@@ -70,10 +83,15 @@ def child(variant: str, model_spec: str, batch: int, seq: int, chunk: int, devic
         base = torch.cuda.memory_allocated()
     else:
         base = rss_bytes()
+        reset_peak_rss()
     if variant.endswith("head"):  # stand-in hidden states, made before the baseline is taken
         width = model.get_output_embeddings().weight.shape[1]
         hidden = torch.randn(batch, seq, width, device=device).requires_grad_()
-        base = torch.cuda.memory_allocated() if device == "cuda" else rss_bytes()
+        if device == "cuda":
+            base = torch.cuda.memory_allocated()
+        else:
+            base = rss_bytes()
+            reset_peak_rss()
     if variant == "chunked":
         lp = sequence_log_probs(model, ids, attn, comp, chunk_size=chunk)
     elif variant == "plain":
@@ -84,7 +102,7 @@ def child(variant: str, model_spec: str, batch: int, seq: int, chunk: int, devic
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss_bytes() - base
     print(json.dumps({"variant": variant, "vocab": vocab, "peak_bytes": peak, "value": float(lp.sum())}))
 
 

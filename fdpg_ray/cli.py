@@ -113,6 +113,9 @@ def cmd_train(args) -> int:
     from .config import ConfigError, load_config
 
     if args.resume:
+        if args.local or args.run_dir or args.config:
+            raise ConfigError("--resume: give only the run directory (fdpg-ray train --resume RUN_DIR [--set ...]); "
+                              "it continues that run with its own config, on Ray (--local runs have no checkpoints)")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume: '{run_dir}' is not a run directory (no config.yaml); give RUN_DIR of an earlier run")

@@ -159,18 +159,25 @@ class Controller:
         self.lambdas: dict[str, float] = {}
         self.achieved_moments: dict[str, float] = {}
         self.pending = None  # overlapped rollout for the next step
+        self._prompts_before_pending = None
         self.base_batch: dict | None = None  # samples of a (rank 0), the fixed evaluation set
         self.t0 = time.time()
 
     # ---- state (checkpoints) ------------------------------------------------------
     def state_dict(self) -> dict:
+        # With an overlapped rollout in flight, resume re-draws that batch from the restored
+        # policy (on-policy) rather than losing its prompts.
+        if self.pending is not None:
+            prompts, python_rng = self._prompts_before_pending
+        else:
+            prompts, python_rng = self.prompts.state_dict(), self.prompts.rng.getstate()
         return {
             "step": self.step, "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
             "log_partition": self.log_partition.state_dict(), "baseline": self.baseline.state_dict(),
-            "prompts": self.prompts.state_dict(), "lambdas": self.lambdas,
+            "prompts": prompts, "lambdas": self.lambdas,
             "achieved_moments": self.achieved_moments, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "python_rng": self.prompts.rng.getstate(),
+            "torch_rng": torch.get_rng_state(), "python_rng": python_rng,
             "base_batch": self.base_batch,
         }
 
@@ -217,6 +224,9 @@ class Controller:
                 # Sampled from the weights before this step's update: one step stale; the
                 # importance weight pi_theta / q corrects for it.  (Scoring it in a background
                 # thread too was measured slower on 2 cores: benchmarks/RESULTS.md.)
+                # A checkpoint taken while this batch is in flight must not skip its prompts:
+                # it records the prompt source as it was before they were drawn.
+                self._prompts_before_pending = (self.prompts.state_dict(), self.prompts.rng.getstate())
                 self.pending = self._submit(self.cfg.learner.batch_size, self._seed(self.step + 1))
             t1 = time.perf_counter()
             batch.update(self.scorer.score(batch))
@@ -413,7 +423,7 @@ class Controller:
             m = self.train_step(batch, update=update)
             m.update(extra)
             m.update(batch.get("timing", {}))
-            m["sync_seconds"] = self.last_sync_seconds
+            m["sync_seconds"], self.last_sync_seconds = self.last_sync_seconds, 0.0
             if evaluate:
                 if self.sink is not None:
                     self.sink.samples(self.step, sample_records(batch, m["step"], cfg.eval.n_texts * 8))

@@ -120,8 +120,8 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
       JS = 1/2 E_q[rho log(p/m)] + 1/2 E_q[v log(pi/m)],  m = (p+pi)/2,
       KL(pi||a) = E_q[v log(pi/a)],  D_f(pi||p) = E_q[rho f(pi/p)] (times report_scale).
     ``log_Z`` is a scalar or a per-sample tensor.  Samples whose log Z is -inf (a context
-    with Z_hat = 0, where p is undefined) are left out; if that leaves none, every value is
-    NaN.  Returns floats.
+    with Z_hat = 0, where p is undefined) are left out; if that leaves none, every value
+    but ``kl_pi_a`` (which does not involve p) is NaN.  Returns floats.
     """
     log_pi, log_q = _t64(log_pi), _t64(log_q)
     out = {}

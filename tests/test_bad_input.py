@@ -124,6 +124,8 @@ def test_run_dir_and_resume_misuse(tmp_path, capsys):
         (["train", str(root / "configs/amazing.yaml"), "--run-dir", str(run)], "--run-dir"),
         (["train", "--resume", str(run)], "already finished"),
         (["train", "--resume", str(tmp_path / "nothing")], "--resume"),
+        (["train", "--resume", str(run), "--local"], "--resume"),
+        (["train", str(root / "configs/amazing.yaml"), "--resume", str(run)], "--resume"),
     ]
     for argv, text in cases:
         assert main(argv) == 2
