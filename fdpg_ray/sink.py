@@ -33,13 +33,21 @@ FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, fsync, rename: readers see the old
+    file or the new one, never half of it; a failed write leaves no temporary behind.  The
+    one helper for this in the project (sink, sweeps, reports)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 class RunSink:

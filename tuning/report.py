@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from fdpg_ray.config import ConfigError
+from fdpg_ray.sink import atomic_write_text
 
 # (label, candidate columns in order of preference, note for each)
 TABLE_METRICS = [
@@ -176,7 +177,7 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
                               f"![{title}]({os.path.relpath(img, out.parent)})", ""]
     if random_keys:
         lines += _random_section(final, random_keys, metric_cols, meta)
-    _atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
     return str(out)
 
 
@@ -323,10 +324,3 @@ def _save(fig, path: Path) -> str:
     plt.close(fig)
     os.replace(tmp, path)
     return str(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

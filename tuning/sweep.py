@@ -54,6 +54,7 @@ from typing import Any
 import yaml
 
 from fdpg_ray.config import Config, ConfigError, load_config, set_dotted
+from fdpg_ray.sink import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUNE_NAME = "tune"
@@ -397,28 +398,11 @@ def run_trial(params: dict, sweep: dict) -> None:
         "trial_id": trial_id, "params": params, "attempts": 0}
     info["attempts"] += 1
     info["started"] = time.time()
-    _atomic_write(info_path, json.dumps(info, indent=2, default=str).encode())
+    atomic_write_text(info_path, json.dumps(info, indent=2, default=str))
     cfg = build_config(sweep, params)
     resume = (run_dir / "metrics.csv").is_file()
     run_distributed(cfg, run_dir, resume=resume, callbacks=[TuneReportCallback()])
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ----------------------------------------------------------------------------- the Tuner
 
 def tune_trial_status(sweep_dir: Path) -> dict[str, str]:
     """{trial_id: status} as Tune saved it in its experiment state (what Tuner.restore
@@ -562,10 +546,10 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
 
     _preflight(spec)
     sdir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(meta_path, json.dumps({
+    atomic_write_text(meta_path, json.dumps({
         "name": spec["name"], "params": swept_keys(spec), "grid": list(spec["grid"]),
         "random": list(spec["random"]), "metric": spec["metric"], "mode": spec["mode"],
-        "hash": _spec_hash(spec), "spec": spec, "created": time.time()}, indent=2, default=str).encode())
+        "hash": _spec_hash(spec), "spec": spec, "created": time.time()}, indent=2, default=str))
 
     _connect(spec)
     if _is_eval_metric(spec["metric"]):
@@ -597,7 +581,7 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error is not None]
     tune_status = tune_trial_status(sdir)
-    _atomic_write(sdir / TRIALS_FILE, json.dumps(tune_status, indent=1).encode())
+    atomic_write_text(sdir / TRIALS_FILE, json.dumps(tune_status, indent=1))
     df = collect_results(sdir)
     states = df.groupby("trial_id")["state"].first().value_counts().to_dict() if len(df) else {}
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
