@@ -241,7 +241,7 @@ def test_a_sweep_dir_is_not_overwritten_and_resume_needs_a_sweep(finished_sweep,
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, tmp_path, capsys):
     """`fdpg-ray sweep` (its own process, on this file's Ray instance) is interrupted with
     Ctrl-C while its second trial runs; --resume finishes that one and leaves the first."""
     from tuning.sweep import run_sweep
@@ -273,6 +273,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, 
     first_mtime = (first / "metrics.csv").stat().st_mtime_ns
 
     run_sweep(path, resume=True, sweep_dir=sweep_dir)
+    assert "unfinished trials remain" not in capsys.readouterr().out
     assert (first / "metrics.csv").stat().st_mtime_ns == first_mtime
     assert json.loads((first / "trial.json").read_text())["attempts"] == 1
     assert json.loads((second / "trial.json").read_text())["attempts"] == 2
@@ -318,7 +319,7 @@ def test_report_of_a_study_has_a_table_per_task_and_scaling_plots(tmp_path):
     assert text.count("## Task: ") == 2
     # per task and model: divergences as rows, mean ± std over the 2 seeds of the final step
     assert "### model.path=bundled:gpt2-tiny" in text
-    block = text.split("## Task: amazing")[1].split("### model.path=bundled:gpt2-tiny")[1].split("###")[0]
+    block = text.split("## Task: amazing")[1].split("### model.path=bundled:gpt2-tiny")[1].split("**")[0]
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| divergence")]
     assert [r.split("|")[1].strip() for r in rows] == ["kl", "rkl", "js"]
     # final KL(p||pi) on base samples: 2 - 1.05 + {0, 0.1} -> 1.0000 ± 0.0707
@@ -328,6 +329,22 @@ def test_report_of_a_study_has_a_table_per_task_and_scaling_plots(tmp_path):
     assert "report-amazing-model.path_bundled_gpt2-tiny-curves.png" in pngs
     assert len([p for p in pngs if p.endswith("-tradeoff.png")]) == 4
     assert "Model sizes: `bundled:gpt2-tiny` = 1.07M, `bundled:gpt2-small` = 3.70M." in text
+    # the order of the divergences per size: equal means keep the table's order (kl, rkl, js)
+    assert "| `bundled:gpt2-tiny` | kl 1 · rkl 1 · js 1 | kl 0.7 · rkl 0.7 · js 0.7 |" in text
+    assert "KL(p‖π): the order is the same at every size; best at every size: kl." in text
+
+
+def test_the_ordering_table_says_when_the_best_divergence_changes_with_size():
+    from tuning.report import _ordering_table
+
+    rows = [{"model.path": m, "model_params": n, "divergence": d, "kl_p_pi_base": v, "alignment": a}
+            for m, n, vals in [("tiny", 1e6, {"kl": 1.0, "js": 2.0}), ("small", 4e6, {"kl": 3.0, "js": 2.5})]
+            for d, v in vals.items() for a in [0.5]]
+    lines = _ordering_table(pd.DataFrame(rows), {"KL(p‖π)": ("kl_p_pi_base", ""), "alignment": ("alignment", "")})
+    assert "| `tiny` | kl 1 · js 2 | kl 0.5 · js 0.5 |" in lines
+    assert "| `small` | js 2.5 · kl 3 | kl 0.5 · js 0.5 |" in lines
+    assert "KL(p‖π): the order is not the same at every size; the best differs (js, kl)." in lines
+    assert "alignment: the order is the same at every size; best at every size: kl." in lines
 
 
 def test_report_without_results_is_one_line(tmp_path):

@@ -10,7 +10,7 @@ PNG figures next to it:
 * the alignment-versus-drift trade-off: final alignment against final KL(π‖a), one point
   per run, coloured by divergence;
 * scaling plots when ``model.path`` was swept: a metric against the model's parameter
-  count, one line per divergence.
+  count, one line per divergence, and the order of the divergences at each size.
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
                     title = "Scaling: final metric against model size" + (f" ({label})" if label else "")
                     lines += [f"**{title}**", "", _sizes_line(gf), "",
                               f"![{title}]({os.path.relpath(img, out.parent)})", ""]
+                lines += _ordering_table(gf, metric_cols)
     if random_keys:
         lines += _random_section(final, random_keys, metric_cols, meta)
     atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
@@ -306,6 +307,42 @@ def _plot_scaling(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) -
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# Metrics whose ordering of divergences is compared across model sizes, and which way is better.
+ORDERING_METRICS = [("KL(p‖π)", "lowest"), ("alignment", "highest")]
+
+
+def _ordering_table(gf: pd.DataFrame, metric_cols: dict) -> list[str]:
+    """Per model size, the divergences ordered by their mean final value, best first, and
+    whether the order (and the best divergence) is the same at every size."""
+    panels = [(label, metric_cols[label][0], way) for label, way in ORDERING_METRICS if metric_cols[label][0]]
+    if not panels or gf["model.path"].nunique() < 2:
+        return []
+    sizes = gf[["model.path", "model_params"]].drop_duplicates("model.path").sort_values("model_params")
+    lines = ["**Ordering of the divergences at each model size** (mean of the final step over seeds, best first)", "",
+             "| model | " + " | ".join(f"{label}, {way} first" for label, _, way in panels) + " |",
+             "|---|" + "---|" * len(panels)]
+    orders: dict[str, list[tuple[str, ...]]] = {label: [] for label, _, _ in panels}
+    for model in sizes["model.path"]:
+        cells = []
+        for label, col, way in panels:
+            means = gf[gf["model.path"] == model].groupby(gf["divergence"].astype(str))[col].mean().dropna()
+            means = means.reindex(sorted(means.index, key=_div_key))  # ties keep the tables' order
+            means = means.sort_values(ascending=way == "lowest", kind="stable")
+            orders[label].append(tuple(means.index))
+            cells.append(" · ".join(f"{d} {v:.3g}" for d, v in means.items()))
+        lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label, _, _ in panels:
+        seen = [o for o in orders[label] if o]
+        if len(seen) < 2:
+            continue
+        same = len(set(seen)) == 1
+        best = sorted({o[0] for o in seen})
+        lines.append(f"{label}: the order is {'the same' if same else 'not the same'} at every size; "
+                     + (f"best at every size: {best[0]}." if len(best) == 1 else f"the best differs ({', '.join(best)})."))
+    return lines + [""]
 
 
 def _sizes_line(gf: pd.DataFrame) -> str:

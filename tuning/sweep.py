@@ -590,7 +590,10 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
     if errors:
         first = str(errors[0]).strip().splitlines()
         print(f"first failure: {first[-1] if first else type(errors[0]).__name__}")
-    if any(s not in ("TERMINATED", "ERROR") for s in tune_status.values()):
+    # Tune's saved state can predate a resume that finished the trial: a run that says it
+    # ended (its own status.json) counts as ended whatever that state says.
+    ended = set(df.loc[df["state"].isin(["finished", "failed", "stopped"]), "trial_id"]) if len(df) else set()
+    if any(s not in ("TERMINATED", "ERROR") and t not in ended for t, s in tune_status.items()):
         sets = "".join(f" --set {o}" for o in overrides) if isinstance(overrides, list) else ""
         print(f"unfinished trials remain; continue with: fdpg-ray sweep {path}{sets} --resume --sweep-dir {sdir}")
     return sdir
