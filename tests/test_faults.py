@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -204,8 +203,16 @@ def process_usage(titles: tuple[str, ...]) -> dict[str, tuple[float, int]]:
 def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
     """300 steps on the smallest model (small batches, so that the run is about the machinery:
     actor calls, weight pushes, Ray Train reports, checkpoints, the sink).  Memory and open
-    files of the learner (from metrics.csv) and of the actors (from /proc) are compared
-    between step 50 (warmed up) and step 250; the slopes go into docs/reliability.md."""
+    files of the learner (from metrics.csv) and of the actors (from /proc, sampled four times
+    a second) are compared between steps 100-150 (warmed up) and steps 250-290 (every actor
+    is still alive).
+
+    RSS does not grow smoothly: the allocator takes and returns memory in chunks of 5-25 MiB,
+    so single readings (or a slope fitted through them) swing by that much from step to step
+    with no leak at all (docs/reliability.md has a 1200-step trace).  A leak raises the floor,
+    so the least RSS of each window is compared: a rise of 25 MiB over the 150 steps between
+    the windows (a leak of about 170 KiB a step) fails, and so does any growth of open files.
+    """
     from actors.driver import run_distributed
 
     run_dir = tmp_path / "soak"
@@ -214,35 +221,37 @@ def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
                                                "target.fit_samples": 256, "run.checkpoint_every": 100,
                                                "learner.num_workers": 1, "learner.cpus_per_worker": 1})
     titles = ("ray::RolloutActor", "ray::ScorerActor", "ray::RunSink")
-    marks: dict = {}
+    samples: list = []  # (last step written, {title: (rss MiB, open fds)})
 
     def watch():
-        while "end" not in marks:
+        step = 0
+        while step < 290:
             written = steps_written(run_dir)
-            if "warm" not in marks and 50 in written:
-                marks["warm"] = process_usage(titles)
-            if 250 in written:  # well before the run ends and its actors go
-                marks["end"] = process_usage(titles)
-            time.sleep(0.5)
+            step = written[-1] if written else 0
+            if step >= 100:
+                samples.append((step, process_usage(titles)))
+            time.sleep(0.25)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     run_distributed(cfg, run_dir)
     watcher.join(5)
     df = assert_complete(run_dir, 300)
-    steady = df[df["step"] >= 50]
-    slope_mib = float(np.polyfit(steady["step"], steady["rss_mib"], 1)[0])
-    assert "warm" in marks and "end" in marks, marks.keys()
-    report = {"learner_rss_slope_mib_per_step": slope_mib,
-              "learner_rss_mib": [float(steady["rss_mib"].iloc[0]), float(steady["rss_mib"].iloc[-1])],
-              "learner_open_fds": [int(steady["open_fds"].iloc[0]), int(steady["open_fds"].iloc[-1])],
-              "actors_at_50_and_250": {t: [marks["warm"][t], marks["end"][t]] for t in titles}}
+    windows = [(100, 150), (250, 290)]
+    learner = [df[df["step"].between(lo, hi)] for lo, hi in windows]
+    actors = [[u for s, u in samples if lo <= s <= hi] for lo, hi in windows]
+    assert all(len(w) >= 5 for w in actors), [len(w) for w in actors]
+    floors = {"learner": [round(float(w["rss_mib"].min()), 1) for w in learner],
+              **{t: [round(min(u[t][0] for u in w), 1) for w in actors] for t in titles}}
+    peaks = {"learner": [round(float(w["rss_mib"].max()), 1) for w in learner],
+             **{t: [round(max(u[t][0] for u in w), 1) for w in actors] for t in titles}}
+    fds = {"learner": [int(w["open_fds"].max()) for w in learner],
+           **{t: [max(u[t][1] for u in w) for w in actors] for t in titles}}
+    report = {"least_rss_mib_steps_100_150_and_250_290": floors,
+              "most_rss_mib_steps_100_150_and_250_290": peaks,
+              "most_open_fds_steps_100_150_and_250_290": fds,
+              "actor_samples": [len(w) for w in actors]}
     print("soak:", json.dumps(report))
-    # Flat: under 0.05 MiB per step (15 MiB over the 250 steady steps) for the learner, no
-    # growth of open files anywhere, and under 15 MiB growth for each actor.
-    assert slope_mib < 0.05, report
-    assert steady["open_fds"].iloc[-1] <= steady["open_fds"].iloc[0] + 2, report
-    for t in titles:
-        (rss0, fd0), (rss1, fd1) = marks["warm"][t], marks["end"][t]
-        assert rss0 > 0 and rss1 > 0, (t, "no such process of this run was found", report)
-        assert rss1 - rss0 < 15 and fd1 <= fd0 + 2, (t, report)
+    for t in ("learner", *titles):
+        assert min(floors[t]) > 0, (t, "no such process of this run was found", report)
+        assert floors[t][1] - floors[t][0] < 25 and fds[t][1] <= fds[t][0] + 2, (t, report)
