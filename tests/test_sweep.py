@@ -58,6 +58,19 @@ def base_sweep(**extra) -> dict:
     ({"grid": {"divergence": ["kl"]}, "scheduler": {"hyperband": {}}}, "scheduler: expected null or one of"),
     ({"grid": {"divergence": ["kl"]}, "base": "configs/nope.yaml"}, "base: file 'configs/nope.yaml' does not exist"),
     ({"grid": {"task": ["nope"]}}, "grid.task: file 'configs/nope.yaml' does not exist"),
+    ({"grid": {"divergence": ["kl"]}, "per_value": {"model.path": {"m": {"learner.lr": 1e-4}}}},
+     "per_value.model.path: not a grid key"),
+    ({"grid": {"divergence": ["kl"]}, "per_value": {"divergence": {"js": {"learner.lr": 1e-4}}}},
+     "per_value.divergence.js: 'js' is not one of grid.divergence (kl)"),
+    ({"grid": {"divergence": ["kl"]}, "per_value": {"divergence": {"kl": {"learner.lrr": 1e-4}}}},
+     "per_value.divergence.kl.learner.lrr: unknown key 'lrr'"),
+    ({"grid": {"divergence": ["kl"]}, "per_value": {"divergence": {"kl": {"learner.lr": -1.0}}}},
+     "learner.lr: must be > 0"),
+    ({"grid": {"divergence": ["kl"], "run.seed": [0]}, "per_value": {"divergence": {"kl": {"run.seed": 1}}}},
+     "per_value.divergence.kl.run.seed: run.seed is swept"),
+    ({"grid": {"divergence": ["kl"], "run.seed": [0]},
+      "per_value": {"divergence": {"kl": {"learner.lr": 1e-4}}, "run.seed": {0: {"learner.lr": 2e-4}}}},
+     "per_value.run.seed.0.learner.lr: also set by per_value.divergence"),
 ])
 def test_bad_sweep_files_fail_with_one_line(tmp_path, capsys, body, expected):
     from fdpg_ray.cli import main
@@ -84,6 +97,24 @@ def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
     assert spec["set"]["learner.lr"] == 0.0003 and spec["max_concurrent_trials"] == 3
 
 
+def test_per_value_settings_follow_their_grid_value(tmp_path):
+    from tuning.sweep import _spec_hash, build_config, load_sweep
+
+    path = write_sweep(tmp_path / "s.yaml", base_sweep(
+        grid={"divergence": ["kl", "rkl"], "run.seed": [0, 1]},
+        per_value={"divergence": {"rkl": {"learner.lr": 3e-5, "run.steps": 3}}}))
+    spec = load_sweep(path, ["learner.lr=0.0007"])
+    # order: base < set (and --set) < per_value of the trial's grid values < the trial's values
+    assert build_config(spec, {"divergence": "kl", "run.seed": 0}).learner.lr == 0.0007
+    rkl = build_config(spec, {"divergence": "rkl", "run.seed": 1})
+    assert (rkl.learner.lr, rkl.run.steps, rkl.run.seed) == (3e-5, 3, 1)
+    assert spec["max_steps"] == 3  # the grid's configs are built up front, per_value included
+    # an unused per_value leaves the hash of older sweep files as it was (--resume still works)
+    plain = load_sweep(write_sweep(tmp_path / "p.yaml", base_sweep(grid={"divergence": ["kl", "rkl"]})))
+    assert _spec_hash(plain) == _spec_hash({k: v for k, v in plain.items() if k != "per_value"})
+    assert _spec_hash(spec) != _spec_hash({**spec, "per_value": {}})
+
+
 def test_the_example_sweeps_are_valid():
     from tuning.sweep import build_config, load_sweep, swept_keys, trial_bundles
 
@@ -97,6 +128,9 @@ def test_the_example_sweeps_are_valid():
     tiny = load_sweep(ROOT / "configs" / "sweeps" / "study_tiny.yaml")  # the part run on 2 cores
     assert len(tiny["grid"]["task"]) * len(tiny["grid"]["divergence"]) * len(tiny["grid"]["run.seed"]) == 24
     assert build_config(tiny, {"task": "sentiment", "divergence": "js", "run.seed": 0}).model.path == "bundled:gpt2-tiny"
+    medium = load_sweep(ROOT / "configs" / "sweeps" / "study_medium_lr.yaml")  # the medium rerun
+    cfg = build_config(medium, {"task": "amazing", "divergence": "kl", "run.seed": 0})
+    assert (cfg.model.path, cfg.learner.lr) == ("bundled:gpt2-medium", 5.3e-5)
     cfg = build_config(study, {"task": "gender", "divergence": "tv", "model.path": "bundled:gpt2-tiny", "run.seed": 1})
     assert (cfg.run.name, cfg.divergence, cfg.run.seed) == ("gender", "tv", 1)
     # a trial reserves its driver plus its rollout and scorer actors, as one placement group
@@ -144,13 +178,15 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def finished_sweep(ray_local, tmp_path_factory):
-    """2 divergences x 2 seeds on the toy task (grid) x a random learning rate."""
+    """2 divergences x 2 seeds on the toy task (grid) x a random learning rate; js trials
+    get a weight decay of their own (per_value)."""
     from tuning.sweep import run_sweep
 
     tmp = tmp_path_factory.mktemp("sweep")
     path = write_sweep(tmp / "s.yaml", base_sweep(
         name="small", grid={"divergence": ["kl", "js"], "run.seed": [0, 1]},
-        random={"learner.lr": {"loguniform": [1e-4, 1e-2]}}, max_concurrent_trials=2))
+        random={"learner.lr": {"loguniform": [1e-4, 1e-2]}}, max_concurrent_trials=2,
+        per_value={"divergence": {"js": {"learner.weight_decay": 0.01}}}))
     t0 = time.time()
     sweep_dir = run_sweep(path, sweep_dir=tmp / "out")
     return path, Path(sweep_dir), time.time() - t0
@@ -172,11 +208,14 @@ def test_sweep_results_hold_every_trial_and_step(finished_sweep):
     trials = df.groupby("trial_id").first()
     assert sorted(zip(trials["divergence"], trials["run.seed"])) == [("js", 0), ("js", 1), ("kl", 0), ("kl", 1)]
     assert trials["learner.lr"].between(1e-4, 1e-2).all() and trials["learner.lr"].nunique() == 4
-    # the swept values really reached the runs
+    # the swept values, and the per_value settings of js, really reached the runs
+    base_decay = load_config(ROOT / "configs" / "toy.yaml").learner.weight_decay
+    assert base_decay != 0.01
     for _, t in trials.iterrows():
         cfg = load_config(Path(t["run_dir"]) / "config.yaml")
         assert (cfg.divergence, cfg.run.seed) == (t["divergence"], t["run.seed"])
         assert math.isclose(cfg.learner.lr, t["learner.lr"])
+        assert cfg.learner.weight_decay == (0.01 if t["divergence"] == "js" else base_decay)
     # the metrics Tune saw are the run's own (TuneReportCallback)
     tune_results = list((sweep_dir / "tune").glob("*/result.json"))
     assert len(tune_results) == 4

@@ -10,13 +10,19 @@ space over dotted config keys (the keys of ``--set``), and how Tune runs the tri
       divergence: [kl, rkl, tv, js]
       run.seed: [0, 1]
     random:                         # random search: uniform, loguniform, choice, randint, ...
-      learner.lr: {loguniform: [1e-5, 1e-3]}
+      learner.weight_decay: {loguniform: [1e-4, 1e-1]}
+    per_value:                      # settings that go with one value of a grid key
+      divergence:
+        rkl: {learner.lr: 1e-4}
     num_samples: 1                  # repeats of the grid (x random draws)
     max_concurrent_trials: 1
     scheduler: null                 # or {asha: {metric: kl_p_pi, mode: min, grace_period: 5}}
     trial_resources: {CPU: 0.1}     # the trial's driver function only
     metric: kl_p_pi
     mode: min
+
+``per_value`` ties settings to a grid value, such as a learning rate for each model size in
+a scaling study; a trial's config is base + set + per_value of its grid values + its values.
 
 The special search key ``task`` sweeps the base config itself: its values are task names,
 each mapped to a run config by ``tasks: {name: path}`` or, without that mapping, to
@@ -69,6 +75,7 @@ SWEEP_KEYS = {
     "set": "fixed overrides {dotted.key: value}",
     "grid": "grid search {dotted.key: [values]}",
     "random": "random search {dotted.key: {loguniform: [lo, hi]}}",
+    "per_value": "settings tied to a grid value {grid.key: {value: {dotted.key: value}}}",
     "num_samples": "repeats of the grid (times random draws)",
     "max_concurrent_trials": "trials running at once",
     "scheduler": "null or {asha: {...}} / {median: {...}}",
@@ -219,6 +226,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
         _sampler(k, spec)
     if not grid and not random:
         raise SweepError("grid: empty search space; give grid and/or random keys, e.g. grid: {divergence: [kl, js]}")
+    per_value = _per_value(raw.get("per_value"), grid, random)
 
     # tasks: the base config of each trial
     tasks_map = raw.get("tasks")
@@ -282,7 +290,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
 
     spec = {
         "name": name, "sweep_file": str(p.resolve()), "base": base, "tasks": tasks, "set": fixed,
-        "grid": grid, "random": random, "num_samples": num_samples, "max_concurrent_trials": max_concurrent,
+        "grid": grid, "random": random, "per_value": per_value, "num_samples": num_samples,
+        "max_concurrent_trials": max_concurrent,
         "scheduler": scheduler, "trial_resources": dict(resources), "driver_on_head": driver_on_head,
         "metric": metric, "mode": mode, "max_failures": max_failures,
     }
@@ -295,6 +304,34 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
                              f"reports run.steps + 1 = {reports} iterations) before they save their model; leave it out "
                              f"or use more than {reports}")
     return spec
+
+
+def _per_value(raw, grid: dict, random: dict) -> dict:
+    """Validate ``per_value: {grid key: {grid value: {dotted.key: value}}}``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SweepError(f"per_value: expected a mapping {{grid.key: {{value: {{dotted.key: value}}}}}}, got {raw!r}")
+    owner: dict = {}  # dotted key -> the grid key whose values set it
+    for gk, by_value in raw.items():
+        if gk not in grid:
+            raise SweepError(f"per_value.{gk}: not a grid key; settings can follow only a key swept by grid "
+                             f"(grid keys: {', '.join(grid) or 'none'})")
+        if not isinstance(by_value, dict) or not by_value:
+            raise SweepError(f"per_value.{gk}: expected a mapping {{value: {{dotted.key: value}}}}, got {by_value!r}")
+        for value, settings in by_value.items():
+            where = f"per_value.{gk}.{value}"
+            if value not in grid[gk]:
+                raise SweepError(f"{where}: {value!r} is not one of grid.{gk} ({', '.join(map(str, grid[gk]))})")
+            if not isinstance(settings, dict) or not settings:
+                raise SweepError(f"{where}: expected a mapping {{dotted.key: value}}, got {settings!r}")
+            for k in settings:
+                if k == TASK_KEY or k in grid or k in random:
+                    raise SweepError(f"{where}.{k}: {k} is swept (grid/random); a trial's own value would override it")
+                _check_key(k, where)
+                if owner.setdefault(k, gk) != gk:
+                    raise SweepError(f"{where}.{k}: also set by per_value.{owner[k]}; one trial could get two values")
+    return raw
 
 
 def _is_eval_metric(metric: str) -> bool:
@@ -318,9 +355,12 @@ def swept_keys(spec: dict) -> list[str]:
 
 
 def _trial_overrides(spec: dict, params: dict) -> dict:
-    """The overrides of one trial, in order: quiet progress bar, the sweep's set, the trial's values."""
+    """The overrides of one trial, in order: quiet progress bar, the sweep's set, the settings
+    tied to the trial's grid values (per_value), the trial's values."""
     out: dict = {"run.progress": False}
     out.update(spec["set"])
+    for gk, by_value in (spec.get("per_value") or {}).items():
+        out.update(by_value.get(params.get(gk), {}))
     out.update({k: v for k, v in params.items() if k != TASK_KEY})
     return out
 
@@ -330,7 +370,7 @@ def _base_for(spec: dict, params: dict) -> str:
 
 
 def build_config(spec: dict, params: dict) -> Config:
-    """The run config of one trial (base + set + the trial's values)."""
+    """The run config of one trial (base + set + per_value + the trial's values)."""
     return load_config(_base_for(spec, params), _trial_overrides(spec, params))
 
 
@@ -478,6 +518,8 @@ def trainable(spec: dict):
 
 def _spec_hash(spec: dict) -> str:
     keep = {k: spec[k] for k in ("base", "tasks", "set", "grid", "random", "num_samples")}
+    if spec.get("per_value"):  # absent from the hash when unused: older sweeps still resume
+        keep["per_value"] = spec["per_value"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
