@@ -68,6 +68,8 @@ def base_sweep(**extra) -> dict:
      "learner.lr: must be > 0"),
     ({"grid": {"divergence": ["kl"], "run.seed": [0]}, "per_value": {"divergence": {"kl": {"run.seed": 1}}}},
      "per_value.divergence.kl.run.seed: run.seed is swept"),
+    ({"grid": {"divergence": ["kl"]}, "per_value": {"divergence": {"kl": {"task": "toy"}}}},
+     "per_value.divergence.kl.task: task is chosen by `base` or by a grid over task"),
     ({"grid": {"divergence": ["kl"], "run.seed": [0]},
       "per_value": {"divergence": {"kl": {"learner.lr": 1e-4}}, "run.seed": {0: {"learner.lr": 2e-4}}}},
      "per_value.run.seed.0.learner.lr: also set by per_value.divergence"),

@@ -326,7 +326,9 @@ def _per_value(raw, grid: dict, random: dict) -> dict:
             if not isinstance(settings, dict) or not settings:
                 raise SweepError(f"{where}: expected a mapping {{dotted.key: value}}, got {settings!r}")
             for k in settings:
-                if k == TASK_KEY or k in grid or k in random:
+                if k == TASK_KEY:
+                    raise SweepError(f"{where}.task: task is chosen by `base` or by a grid over task, not by per_value")
+                if k in grid or k in random:
                     raise SweepError(f"{where}.{k}: {k} is swept (grid/random); a trial's own value would override it")
                 _check_key(k, where)
                 if owner.setdefault(k, gk) != gk:
@@ -359,7 +361,7 @@ def _trial_overrides(spec: dict, params: dict) -> dict:
     tied to the trial's grid values (per_value), the trial's values."""
     out: dict = {"run.progress": False}
     out.update(spec["set"])
-    for gk, by_value in (spec.get("per_value") or {}).items():
+    for gk, by_value in spec["per_value"].items():
         out.update(by_value.get(params.get(gk), {}))
     out.update({k: v for k, v in params.items() if k != TASK_KEY})
     return out
