@@ -203,12 +203,48 @@ def _from_dict(cls, data, path: str = ""):
     return cls(**kwargs)
 
 
-def parse_value(text: str):
-    """A --set value: YAML scalar/list/mapping ('1e-5', 'true', '[a, b]', 'null')."""
+def parse_value(text: str, key: str | None = None):
+    """A --set value.
+
+    For a string field of the config (``model.prompt``, ``model.path``, ``prompts.file``, ...)
+    the value is the string the user typed: ``--set model.prompt=Review: great`` is the text
+    'Review: great', not the YAML mapping {'Review': 'great'}.  Only a fully quoted value
+    ('"..."' or "'...'") is unquoted, and ``null`` unsets an optional string field.  Every other
+    field takes a YAML scalar/list/mapping ('1e-5', 'true', '[a, b]', 'null'); inside the
+    free-form constraint mappings a value that YAML would read as a mapping although it does
+    not start with '{' (text containing ': ') stays the string typed.
+    """
+    tp = field_type(key) if key is not None else None
+    if tp is not None:
+        optional, inner = _is_optional(tp)
+        if inner is str:
+            quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"
+            if quoted:
+                try:
+                    return str(yaml.safe_load(text))
+                except yaml.YAMLError:
+                    return text
+            if optional and text.strip() in ("null", "~"):
+                return None
+            return text
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, dict) and not text.lstrip().startswith("{"):
+        return text
+    return value
+
+
+def field_type(key: str):
+    """The declared type of a dotted config field ('model.prompt' -> str), or None for keys
+    that are not typed fields (inside target.constraints, unknown keys, sections)."""
+    cls: Any = Config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            return None
+        cls = typing.get_type_hints(cls)[part]
+    return None if dataclasses.is_dataclass(_is_optional(cls)[1]) else cls
 
 
 def set_dotted(data: dict, key: str, value) -> None:
@@ -296,7 +332,7 @@ def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected key=value, e.g. --set learner.lr=1e-5")
     key, value = text.split("=", 1)
-    return key.strip(), parse_value(value)
+    return key.strip(), parse_value(value, key.strip())
 
 
 def validate(cfg: Config) -> Config:

@@ -298,7 +298,7 @@ class Controller:
         texts = batch["texts"]
         m = {
             "step": self.step, "samples": self.samples_seen, "loss": loss,
-            "z_hat": math.exp(self.log_partition.mean_log_z()), "log_z_hat": self.log_partition.mean_log_z(),
+            "z_hat": self.log_partition.mean_z_hat(), "log_z_hat": self.log_partition.mean_log_z(),
             "z_zero_contexts": self.log_partition.zero_fraction(),
             "alignment": self.alignment(batch["features"]),
         }

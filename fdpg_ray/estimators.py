@@ -53,6 +53,21 @@ class LogPartition:
         finite = [z for z in (self.log_z(k) for k in self.count) if z > -math.inf]
         return sum(finite) / len(finite) if finite else -math.inf
 
+    def mean_z_hat(self) -> float:
+        """exp(mean_log_z()), for display only: +inf where log Z_hat exceeds the float range
+        (log Z_hat > 709, e.g. a reward target with a tiny beta) instead of OverflowError.
+        Everything that computes keeps log Z_hat (``log_z_hat`` in the metrics)."""
+        return self.exp_or_inf(self.mean_log_z())
+
+    @staticmethod
+    def exp_or_inf(log_x: float) -> float:
+        """exp(log_x) for display, +inf beyond the float range (log_x > 709.78) instead of
+        math.exp's OverflowError."""
+        try:
+            return math.exp(log_x)
+        except OverflowError:
+            return math.inf
+
     def zero_fraction(self) -> float:
         """Fraction of the contexts seen so far for which no sample has had P > 0 (Z_hat = 0)."""
         return sum(self.log_sum[k] == -math.inf for k in self.count) / max(len(self.count), 1)

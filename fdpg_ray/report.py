@@ -9,7 +9,7 @@ import pandas as pd
 
 MAIN_CURVES = [("alignment", "alignment E_pi[b or phi]"), ("kl_p_pi_base", "KL(p || pi), proposal a"),
                ("kl_pi_a", "KL(pi || a)"),
-               ("divergence", "objective D_f(pi || p)"), ("z_hat", "Z_hat"), ("distinct_2", "Distinct-2")]
+               ("divergence", "objective D_f(pi || p)"), ("log_z_hat", "log Z_hat (nats)"), ("distinct_2", "Distinct-2")]
 
 
 def plot_run(run_dir: str | Path) -> list[str]:
@@ -57,7 +57,7 @@ def before_after(run_dir: str | Path) -> pd.DataFrame:
     """First and last rows of metrics.csv for the main metrics."""
     df = pd.read_csv(Path(run_dir) / "metrics.csv")
     cols = [c for c in ["alignment", "kl_p_pi_base", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "divergence", "distinct_2",
-                        "self_bleu", "z_hat"] if c in df]
+                        "self_bleu", "z_hat", "log_z_hat"] if c in df]
     table = df.iloc[[0, -1]][cols].T
     table.columns = [f"before (step {int(df.step.iloc[0])})", f"after (step {int(df.step.iloc[-1])})"]
     return table

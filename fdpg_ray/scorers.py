@@ -96,6 +96,16 @@ def validate_scores(name: str, scores: Any, n: int) -> np.ndarray:
     """
     if hasattr(scores, "detach"):  # torch tensor, possibly on GPU or with grad
         scores = scores.detach().cpu().numpy()
+    if scores is None:
+        raise ValueError(f"scorer '{name}': returned None; return one float per text, shape ({n},)")
+    if isinstance(scores, (list, tuple)) or (isinstance(scores, np.ndarray) and scores.dtype == object):
+        # numpy turns None into NaN: say what the scorer returned, not "NaN"
+        none_idx = [i for i, v in enumerate(scores) if v is None]
+        if none_idx:
+            raise ValueError(
+                f"scorer '{name}': returned None for {len(none_idx)} of {len(scores)} texts "
+                f"(first at index {none_idx[0]}); return a float for every text"
+            )
     try:
         arr = np.array(scores, dtype=np.float64)
     except (TypeError, ValueError) as e:
