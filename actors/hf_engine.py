@@ -31,6 +31,11 @@ class HFSampler:
     @torch.no_grad()
     def sample(self, prompt_token_ids: list[list[int]], n: int, max_new_tokens: int, temperature: float = 1.0,
                min_new_tokens: int = 0, ignore_eos: bool = False, seed: int | None = None) -> list[dict]:
+        from fdpg_ray.limits import check_fits, context_length
+
+        context = context_length(self.model.config)
+        for p in prompt_token_ids:  # refused, never truncated: the same rule as the vLLM backend
+            check_fits(len(p), max_new_tokens, context)
         if seed is not None:
             torch.manual_seed(seed)
         jobs = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(n)]

@@ -287,6 +287,10 @@ class VLLMSampler:
         prompts = [TokensPrompt(prompt_token_ids=list(map(int, p))) for p in prompt_token_ids]
         if any(len(p["prompt_token_ids"]) == 0 for p in prompts):
             raise ValueError("empty prompt: give at least one token (e.g. BOS/EOS)")
+        from fdpg_ray.limits import check_fits
+
+        for p in prompts:  # refused, never cut to the context: the same rule as the transformers backend
+            check_fits(len(p["prompt_token_ids"]), max_new_tokens, self.max_model_len)
         params = [
             self._sampling_params(
                 n=n,

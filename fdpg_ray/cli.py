@@ -148,7 +148,8 @@ def train(cfg, run_dir: Path, resume: bool = False, local: bool = False) -> dict
 
 def preflight(cfg) -> None:
     """Check what can be checked before anything is started or written: the model, its
-    tokenizer, the prompts file, every scorer (import paths, classifier folders)."""
+    tokenizer, the prompts file, every prompt against the model's context and the counts of
+    a step (fdpg_ray.limits), every scorer (import paths, classifier folders)."""
     from .models import resolve_model_path
     from .scoring import build_target
 
@@ -166,6 +167,9 @@ def preflight(cfg) -> None:
         from .data import load_prompts
 
         load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
+    from .limits import check_run_limits
+
+    check_run_limits(cfg)  # every prompt + max_new_tokens within the context; the step's counts
     build_target(cfg)
 
 
@@ -217,6 +221,15 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
+    from .limits import check_prompts_fit
+
+    # the check eval (and a future qrs) makes: before any engine starts
+    field = "--prompt" if args.prompt else "--max-new-tokens"
+    check_prompts_fit(resolve_model_path(args.model), [(field, "the prompt" if args.prompt else "the BOS prompt",
+                                                        args.prompt)], args.max_new_tokens,
+                      tokens_field="--max-new-tokens")
     if args.backend == "vllm":
         from actors.vllm_engine import VLLMSampler
 

@@ -360,9 +360,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"loss.baseline_momentum: must be in [0, 1), got {cfg.loss.baseline_momentum}")
     if cfg.loss.max_importance_weight is not None and not cfg.loss.max_importance_weight >= 1:
         raise ConfigError(f"loss.max_importance_weight: must be >= 1 or null, got {cfg.loss.max_importance_weight}")
-    if cfg.learner.batch_size % cfg.learner.num_workers:
-        raise ConfigError(f"learner.batch_size: {cfg.learner.batch_size} is not divisible by learner.num_workers="
-                          f"{cfg.learner.num_workers}; use a multiple")
+    from .limits import check_counts
+
+    check_counts(cfg)  # the counts of a step, together (prompts file known: again at preflight)
     if cfg.rollout.backend not in ("vllm", "hf"):
         raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
     if cfg.learner.lr_schedule not in ("constant", "cosine"):
@@ -373,9 +373,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.dtype: unknown dtype '{cfg.model.dtype}'; use float32, bfloat16 or float16")
     if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
         raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1], got {cfg.rollout.gpu_memory_utilization}")
-    if cfg.prompts.file is not None and cfg.learner.batch_size % cfg.prompts.per_step:
-        raise ConfigError(f"prompts.per_step: learner.batch_size={cfg.learner.batch_size} is not divisible by "
-                          f"prompts.per_step={cfg.prompts.per_step}; use a divisor")
     if not cfg.target.constraints:
         raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
     for i, c in enumerate(cfg.target.constraints):

@@ -136,3 +136,116 @@ def test_scorer_returning_none_says_none(module, returned, needle, tmp_path, mon
     with pytest.raises(ValueError) as e:
         scorer.score(["a", "b", "c", "d"])
     assert needle in str(e.value) and "NaN" not in str(e.value), str(e.value)
+
+
+# ----------------------------------------------------------------------------- 1. limits
+
+def long_prompts_file(path: Path, long_line: int = 3, n: int = 6) -> Path:
+    """A prompts file with one prompt of about 600 tokens (the tiny GPT-2 has 128 positions)."""
+    rows = [{"prompt": f"Review: prompt number {i}"} for i in range(n)]
+    rows[long_line - 1] = {"prompt": "Review: " + "the film was long and " * 120}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_generation_past_the_toy_context_is_refused_before_start(backend, tmp_path, capsys):
+    """Toy model: 16 positions, BOS prompt.  max_new_tokens=20 used to raise IndexError (hf)
+    or cut every completion to 15 tokens (vllm).  Now both: exit 2 before anything starts."""
+    run = tmp_path / "run"
+    assert main(["train", TOY, *TOY_FAST, "--run-dir", str(run), "--set", "model.max_new_tokens=20",
+                 "--set", f"rollout.backend={backend}"]) == 2
+    one_line_error(capsys, "model.max_new_tokens", "21 positions", "has 16", "at most 15")
+    assert not run.exists()
+
+
+def test_generation_that_exactly_fills_the_context_is_accepted():
+    from fdpg_ray.config import load_config
+    from fdpg_ray.config import ConfigError
+    from fdpg_ray.limits import check_run_limits
+
+    check_run_limits(load_config(TOY, ["model.max_new_tokens=15"]))  # 1 + 15 = 16 positions
+    with pytest.raises(ConfigError, match="model.max_new_tokens"):
+        check_run_limits(load_config(TOY, ["model.max_new_tokens=16"]))
+
+
+def test_transformers_sampler_refuses_rather_than_running_past_the_context():
+    """The sampler itself (callers that bypass the CLI) refuses the same way, and fills the
+    context exactly when asked to (the toy model has no EOS: every completion is full length)."""
+    from actors.hf_engine import HFSampler
+    from fdpg_ray.config import ConfigError
+
+    s = HFSampler("toy", seed=0)
+    bos = s.tokenizer.bos_token_id
+    with pytest.raises(ConfigError, match="17 positions, but the model has 16"):
+        s.sample([[bos]], 2, 16)
+    out = s.sample([[bos]], 2, 15)
+    assert [len(o["token_ids"]) for o in out] == [15, 15]
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["sample", "toy", "--max-new-tokens", "20"], ["--max-new-tokens", "has 16", "at most 15"]),
+    (["sample", "toy", "--max-new-tokens", "20", "--backend", "vllm"], ["--max-new-tokens", "has 16"]),
+    (["sample", "bundled:gpt2-tiny", "--prompt", "the film was long and " * 40], ["--prompt", "has 128"]),
+])
+def test_sample_command_checks_the_context_first(argv, needles, capsys):
+    assert main(argv) == 2
+    one_line_error(capsys, *needles)
+
+
+def test_long_prompt_in_a_prompts_file_is_refused_with_file_and_line(tmp_path, capsys):
+    """configs/prompts.yaml (vLLM, Ray) with a 600-token prompt on line 3: used to exit 1 with a
+    vLLM traceback after start-up.  Now refused at preflight, before Ray starts."""
+    f = long_prompts_file(tmp_path / "long.jsonl")
+    run = tmp_path / "run"
+    assert main(["train", PROMPTS, "--run-dir", str(run), "--set", f"prompts.file={f}", "--set", "prompts.per_step=2"]) == 2
+    one_line_error(capsys, "prompts.file", "'long.jsonl' line 3", "has 128")
+    assert not run.exists()
+
+
+def test_long_model_prompt_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", AMAZING, "--run-dir", str(run), "--set", "model.prompt=" + "the film was long and " * 40]) == 2
+    one_line_error(capsys, "model.prompt", "has 128")
+    assert not run.exists()
+
+
+def few_prompts(tmp_path, n=3):
+    f = tmp_path / "few.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"Review: number {i}"}) + "\n" for i in range(n)))
+    return f
+
+
+COUNT_CASES = [
+    # (id, overrides, field in the message): each used to run and silently train on fewer samples
+    # (or reach a backend's n >= 1 assertion)
+    ("more prompts per step than the file holds", ["prompts.per_step=8", "learner.batch_size=16"], "prompts.per_step"),
+    ("fit_samples not a multiple of per_step", ["prompts.per_step=2", "learner.batch_size=8", "target.fit_samples=15"],
+     "target.fit_samples"),
+    ("fit_samples below per_step", ["prompts.per_step=2", "learner.batch_size=8", "target.fit_samples=1"],
+     "target.fit_samples"),
+    ("prompts.limit below per_step", ["prompts.per_step=2", "learner.batch_size=8", "prompts.limit=1"], "prompts.per_step"),
+]
+
+
+@pytest.mark.parametrize("case", COUNT_CASES, ids=[c[0] for c in COUNT_CASES])
+def test_counts_that_must_agree_are_checked_together_before_start(case, tmp_path, capsys):
+    _, overrides, field = case
+    f = few_prompts(tmp_path)
+    run = tmp_path / "run"
+    argv = ["train", PROMPTS, "--local", "--run-dir", str(run), "--set", f"prompts.file={f}", "--set", "rollout.backend=hf",
+            "--set", "run.steps=1", "--set", "learner.micro_batch_size=8", "--set", "learner.num_workers=1",
+            "--set", "model.max_new_tokens=8", "--set", "run.progress=false", "--set", "target.fit_samples=8"]
+    for o in overrides:
+        argv += ["--set", o]
+    assert main(argv) == 2
+    one_line_error(capsys, field)
+    assert not run.exists()
+
+
+def test_every_bundled_config_passes_the_limits():
+    from fdpg_ray.config import load_config
+    from fdpg_ray.limits import check_run_limits
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        check_run_limits(load_config(path))
