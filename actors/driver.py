@@ -124,11 +124,13 @@ def _user_error_in(error: BaseException) -> BaseException | None:
     return None
 
 
-def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks: list | None = None) -> dict:
+def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks: list | None = None,
+                    resume_changes: dict | None = None) -> dict:
     """Train on Ray; returns the run summary (also written to RUN_DIR/summary.json).
 
     ``callbacks`` go to the TorchTrainer's RunConfig (a Tune trial passes
-    ``ray.tune.integration.ray_train.TuneReportCallback()``)."""
+    ``ray.tune.integration.ray_train.TuneReportCallback()``).  ``resume_changes``: the allowed
+    config changes of a resume, appended to RUN_DIR/resumes.jsonl (fdpg_ray.fingerprint)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -140,6 +142,10 @@ def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks:
     t0 = time.time()
     sink, rollouts, scorers = start_actors(cfg, run_dir, resume)
     try:
+        from fdpg_ray.fingerprint import record_start
+
+        # what the run was started on, by content (--resume compares against it)
+        record_start(cfg, run_dir, resume_changes)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": cfg.to_dict(), "rollout_actors": rollouts, "scorer_actors": scorers,

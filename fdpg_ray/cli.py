@@ -122,8 +122,13 @@ def cmd_train(args) -> int:
         status = run_dir / "status.json"
         if status.is_file() and json.loads(status.read_text()).get("state") == "finished":
             raise ConfigError(f"--resume: '{run_dir}' already finished; start a new run (fdpg-ray train CONFIG.yaml)")
+        from .fingerprint import check_resume
+
         cfg = load_config(run_dir / "config.yaml", args.overrides)
+        # only steps, cadence, logging and resources may change; the rest is refused by name
+        changes = check_resume(cfg, run_dir, load_config(run_dir / "config.yaml").to_dict())
     else:
+        changes = None
         if not args.config:
             raise ConfigError("config: missing; usage: fdpg-ray train CONFIG.yaml [--set key=value ...]")
         cfg = load_config(args.config, args.overrides)
@@ -131,19 +136,20 @@ def cmd_train(args) -> int:
         if (run_dir / "config.yaml").exists():
             raise ConfigError(f"--run-dir: '{run_dir}' already holds a run; continue it with "
                               f"`fdpg-ray train --resume {run_dir}` or choose another --run-dir")
-    summary = train(cfg, run_dir, resume=bool(args.resume), local=args.local)
+    summary = train(cfg, run_dir, resume=bool(args.resume), local=args.local, resume_changes=changes)
     print_summary(summary)
     return 0
 
 
-def train(cfg, run_dir: Path, resume: bool = False, local: bool = False) -> dict:
-    """Run training (distributed by default) and return the summary."""
+def train(cfg, run_dir: Path, resume: bool = False, local: bool = False, resume_changes: dict | None = None) -> dict:
+    """Run training (distributed by default) and return the summary.  ``resume_changes``:
+    the allowed config changes of a resume (fdpg_ray.fingerprint.check_resume), recorded."""
     preflight(cfg)
     if local:
         return train_local(cfg, run_dir)
     from actors.driver import run_distributed
 
-    return run_distributed(cfg, run_dir, resume=resume)
+    return run_distributed(cfg, run_dir, resume=resume, resume_changes=resume_changes)
 
 
 def preflight(cfg) -> None:
@@ -179,8 +185,11 @@ def train_local(cfg, run_dir: Path) -> dict:
     from .sink import RunSink
 
     t0 = time.time()
+    from .fingerprint import record_start
+
     sink = RunSink(run_dir, cfg.to_dict())
     try:
+        record_start(cfg, run_dir)
         controller, _ = build_local(cfg, sink=sink)
         controller.run()
         sink.save_model(controller.policy.state_dict(), cfg.model.path)

@@ -249,3 +249,102 @@ def test_every_bundled_config_passes_the_limits():
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         check_run_limits(load_config(path))
+
+
+# ----------------------------------------------------------------------------- 4. resume
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A short conditional run on its own copies of the inputs (model folder, prompts file,
+    callable scorer module), then marked failed as a run killed after a checkpoint would be
+    (--resume refuses before Ray starts, so no checkpoint is needed to test the refusals)."""
+    import shutil
+    import sys
+
+    from fdpg_ray.models import resolve_model_path
+
+    d = tmp_path_factory.mktemp("resume")
+    shutil.copytree(resolve_model_path("bundled:gpt2-tiny"), d / "model")
+    few = d / "prompts.jsonl"
+    few.write_text("".join(json.dumps({"prompt": f"Review: number {i}"}) + "\n" for i in range(2)))
+    (d / "resume_scorer.py").write_text("def b(texts, word='the'):\n    return [float(word in t) * 0.5 + 0.5 for t in texts]\n")
+    sys.path.insert(0, str(d))
+    run = d / "run"
+    argv = ["train", PROMPTS, "--local", "--run-dir", str(run), "--set", f"model.path={d / 'model'}",
+            "--set", f"prompts.file={few}", "--set", "prompts.per_step=2", "--set", "rollout.backend=hf",
+            "--set", "run.steps=1", "--set", "learner.batch_size=8", "--set", "learner.micro_batch_size=8",
+            "--set", "learner.num_workers=1", "--set", "target.fit_samples=8", "--set", "model.max_new_tokens=8",
+            "--set", "run.progress=false",
+            "--set", "target.constraints=[{kind: pointwise, scorer: {kind: callable, path: 'resume_scorer:b', kwargs: {word: the}}}]"]
+    assert main(argv) == 0
+    (run / "status.json").write_text(json.dumps({"state": "failed"}))
+    yield d, run
+    sys.path.remove(str(d))
+
+
+RESUME_REFUSED = [
+    # (id, --set, key named in the message) - each used to be accepted, exit 0
+    ("target word (the issue's case)", "target.constraints.0.scorer.kwargs.word=review", "target.constraints.0.scorer.kwargs.word"),
+    ("divergence", "divergence=kl", "divergence"),
+    ("model", "model.path=bundled:gpt2-tiny", "model.path"),
+    ("seed", "run.seed=7", "run.seed"),
+    ("batch shape", "learner.batch_size=16", "learner.batch_size"),
+    ("prompts per step", "prompts.per_step=1", "prompts.per_step"),
+    ("generation length", "model.max_new_tokens=6", "model.max_new_tokens"),
+    ("learning rate", "learner.lr=0.5", "learner.lr"),
+    ("temperature", "rollout.temperature=0.7", "rollout.temperature"),
+]
+
+
+@pytest.mark.parametrize("case", RESUME_REFUSED, ids=[c[0] for c in RESUME_REFUSED])
+def test_resume_refuses_a_change_of_the_mathematics_by_name(case, stopped_run, capsys):
+    _, override, key = case
+    _, run = stopped_run
+    before = (run / "config.yaml").read_text()
+    assert main(["train", "--resume", str(run), "--set", override]) == 2
+    one_line_error(capsys, "--resume", key, "start a new run")
+    assert (run / "config.yaml").read_text() == before  # not rewritten as if it held from step 0
+
+
+@pytest.mark.parametrize("what", ["prompts file", "model weights", "model config", "scorer module"])
+def test_resume_refuses_inputs_whose_content_changed_at_the_same_path(what, stopped_run, capsys):
+    d, run = stopped_run
+    path = {"prompts file": d / "prompts.jsonl", "model config": d / "model" / "config.json",
+            "scorer module": d / "resume_scorer.py",
+            "model weights": next((d / "model").glob("*.safetensors"))}[what]
+    key = {"prompts file": "prompts.file", "scorer module": "target.constraints.0.scorer.path"}.get(what, "model.path")
+    original = path.read_bytes()
+    try:
+        if what == "prompts file":
+            path.write_text(path.read_text().replace("number 1", "number 9"))
+        elif what == "model weights":
+            from safetensors.torch import load_file, save_file
+
+            tensors = load_file(path)
+            name = sorted(tensors)[0]
+            tensors[name] = tensors[name] + 0.01
+            save_file(tensors, path, metadata={"format": "pt"})
+        elif what == "model config":
+            path.write_text(path.read_text().replace("{", '{"note": "edited",', 1))
+        else:
+            path.write_text(path.read_text() + "# edited\n")
+        assert main(["train", "--resume", str(run)]) == 2
+        one_line_error(capsys, "--resume", f"content of {key} changed")
+    finally:
+        path.write_bytes(original)
+
+
+def test_resume_allows_and_records_cadence_and_resource_changes(stopped_run):
+    from fdpg_ray.config import load_config
+    from fdpg_ray.fingerprint import RESUMES_FILE, check_resume, record_start
+
+    _, run = stopped_run
+    assert (run / "inputs.json").is_file()
+    cfg = load_config(run / "config.yaml", ["run.steps=5", "run.eval_every=2", "run.checkpoint_every=2",
+                                            "eval.samples=16", "rollout.num_actors=3", "ray.num_cpus=4"])
+    changes = check_resume(cfg, run)
+    assert changes["run.steps"] == (1, 5) and changes["rollout.num_actors"] == (2, 3) and len(changes) == 6
+    record_start(cfg, run, changes)
+    last = json.loads((run / RESUMES_FILE).read_text().splitlines()[-1])
+    assert last["changed"]["run.steps"] == [1, 5]
+    assert check_resume(load_config(run / "config.yaml"), run) == {}  # nothing changed: nothing to record

@@ -46,7 +46,6 @@ Layout of SWEEP_DIR (default ``sweeps/<name>``)::
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -443,7 +442,12 @@ def run_trial(params: dict, sweep: dict) -> None:
     atomic_write_text(info_path, json.dumps(info, indent=2, default=str))
     cfg = build_config(sweep, params)
     resume = (run_dir / "metrics.csv").is_file()
-    run_distributed(cfg, run_dir, resume=resume, callbacks=[TuneReportCallback()])
+    changes = None
+    if resume and (run_dir / "config.yaml").is_file():
+        from fdpg_ray.fingerprint import check_resume
+
+        changes = check_resume(cfg, run_dir)  # the same rule as train --resume: content, not paths
+    run_distributed(cfg, run_dir, resume=resume, callbacks=[TuneReportCallback()], resume_changes=changes)
 
 
 def tune_trial_status(sweep_dir: Path) -> dict[str, str]:
@@ -519,10 +523,21 @@ def trainable(spec: dict):
 
 
 def _spec_hash(spec: dict) -> str:
+    from fdpg_ray.fingerprint import digest  # the one content-hash helper (runs use it too)
+
     keep = {k: spec[k] for k in ("base", "tasks", "set", "grid", "random", "num_samples")}
     if spec.get("per_value"):  # absent from the hash when unused: older sweeps still resume
         keep["per_value"] = spec["per_value"]
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(keep)
+
+
+def _config_digests(spec: dict) -> dict[str, str]:
+    """{run config path: content digest} of the sweep's base config or task configs: a config
+    edited in place between a sweep and its --resume changes what the trials compute."""
+    from fdpg_ray.fingerprint import file_digest
+
+    paths = list(spec["tasks"].values()) if spec["tasks"] is not None else [spec["base"]]
+    return {p: file_digest(p) for p in paths if os.path.isfile(p)}
 
 
 def _connect(spec: dict) -> None:
@@ -583,6 +598,11 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
             if old.get("hash") != _spec_hash(spec):
                 raise SweepError(f"--resume: the sweep file or --set changed since '{sdir}' was started; Tune cannot "
                                  f"resume a different search space; use a new --sweep-dir")
+            before, now = old.get("configs") or {}, _config_digests(spec)
+            edited = [p for p in before if now.get(p, before[p]) != before[p]]
+            if edited:  # sweeps started before configs were recorded have none: nothing to compare
+                raise SweepError(f"--resume: the run config '{edited[0]}' changed since '{sdir}' was started; trials "
+                                 f"would resume on a different target; restore it or use a new --sweep-dir")
             spec["cwd"] = old.get("spec", {}).get("cwd", spec["cwd"])
     elif experiment.exists() or (sdir / RUNS).exists():
         raise SweepError(f"--sweep-dir: '{sdir}' already holds a sweep; pass --resume to continue it, "
@@ -593,7 +613,8 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
     atomic_write_text(meta_path, json.dumps({
         "name": spec["name"], "params": swept_keys(spec), "grid": list(spec["grid"]),
         "random": list(spec["random"]), "metric": spec["metric"], "mode": spec["mode"],
-        "hash": _spec_hash(spec), "spec": spec, "created": time.time()}, indent=2, default=str))
+        "hash": _spec_hash(spec), "configs": _config_digests(spec), "spec": spec, "created": time.time()},
+        indent=2, default=str))
 
     _connect(spec)
     if _is_eval_metric(spec["metric"]):
