@@ -55,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="samples (default eval.samples)")
     _add_common(e)
     s = sub.add_parser("sample", help="print samples from a model")
-    s.add_argument("model", help="bundled:gpt2-tiny, smollm2, toy, a run's final/ folder, a local path")
+    s.add_argument("model", help="bundled:gpt2-tiny, smollm2, toy, a run directory or its final/ folder (samples "
+                   "continue the run's prompts), a local path")
     s.add_argument("--n", type=int, default=8)
-    s.add_argument("--max-new-tokens", type=int, default=40)
+    s.add_argument("--max-new-tokens", type=int, default=None,
+                   help="new tokens per sample (default: the run's model.max_new_tokens, else 40)")
     s.add_argument("--prompt", default="")
     s.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     s.add_argument("--seed", type=int, default=0)
@@ -224,32 +226,63 @@ def print_summary(summary: dict) -> None:
 
 # ----------------------------------------------------------------------------- eval / sample
 
+def _run_of(model: str) -> tuple[Path | None, str]:
+    """(run directory, model spec) when ``model`` is a run directory or its final/ folder."""
+    p = Path(model)
+    if (p / "config.yaml").is_file():
+        if not (p / "final" / "config.json").is_file():
+            from .config import ConfigError
+
+            raise ConfigError(f"model: '{model}' is a run directory without a final model (final/); the run did not finish")
+        return p, str(p / "final")
+    if (p / "config.json").is_file() and (p.parent / "config.yaml").is_file() and p.name == "final":
+        return p.parent, model
+    return None, model
+
+
 def cmd_sample(args) -> int:
     from actors.hf_engine import HFSampler
+    from .limits import check_prompts_fit, run_contexts
     from .models import bos_prompt_ids, resolve_model_path
 
     if args.n < 1:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
-    from .limits import check_prompts_fit
+    run_dir, model = _run_of(args.model)
+    cfg = None
+    if run_dir is not None:
+        from .config import load_config
 
-    # the check eval (and a future qrs) makes: before any engine starts
-    field = "--prompt" if args.prompt else "--max-new-tokens"
-    check_prompts_fit(resolve_model_path(args.model), [(field, "the prompt" if args.prompt else "the BOS prompt",
-                                                        args.prompt)], args.max_new_tokens,
-                      tokens_field="--max-new-tokens")
+        cfg = load_config(run_dir / "config.yaml")
+    max_new = args.max_new_tokens or (cfg.model.max_new_tokens if cfg is not None else 40)
+    if max_new < 1:
+        raise ValueError(f"--max-new-tokens: must be >= 1, got {max_new}")
+    if cfg is not None and not args.prompt:
+        # a run's model continues the run's contexts (its prompts file, or its model.prompt):
+        # the check eval (and a future qrs) makes, before any engine starts
+        contexts = run_contexts(cfg, max_new, tokens_field="--max-new-tokens", model_path=model)
+    else:
+        field = "--prompt" if args.prompt else "--max-new-tokens"
+        check_prompts_fit(resolve_model_path(model), [(field, "the prompt" if args.prompt else "the BOS prompt",
+                                                       args.prompt)], max_new, tokens_field="--max-new-tokens")
+        contexts = [args.prompt]
     if args.backend == "vllm":
         from actors.vllm_engine import VLLMSampler
 
-        sampler = VLLMSampler(resolve_model_path(args.model), seed=args.seed)
-        tok = sampler.tokenizer
+        sampler = VLLMSampler(resolve_model_path(model), seed=args.seed)
     else:
-        sampler = HFSampler(args.model, seed=args.seed)
-        tok = sampler.tokenizer
-    out = sampler.sample([bos_prompt_ids(tok, args.prompt)], args.n, args.max_new_tokens, seed=args.seed)
-    for s in out:
-        print(json.dumps({"text": args.prompt + s["text"], "log_q": round(s["log_q"], 4)}))
+        sampler = HFSampler(model, seed=args.seed)
+    tok = sampler.tokenizer
+    # --n samples in all, spread over the contexts in order (the first n % P get one more)
+    P = len(contexts)
+    counts = [args.n // P + (1 if j < args.n % P else 0) for j in range(P)]
+    for count in sorted(set(c for c in counts if c > 0), reverse=True):
+        chosen = [c for c, m in zip(contexts, counts) if m == count]
+        out = sampler.sample([bos_prompt_ids(tok, c) for c in chosen], count, max_new, seed=args.seed)
+        for s in out:
+            rec = {"text": chosen[s["prompt_index"]] + s["text"], "log_q": round(s["log_q"], 4)}
+            if P > 1:
+                rec["context"] = chosen[s["prompt_index"]]
+            print(json.dumps(rec))
     return 0
 
 

@@ -14,50 +14,84 @@ from .config import ConfigError, load_config
 def evaluate(target: str, config: str | None = None, n: int | None = None, overrides=None) -> dict:
     """Sample ``n`` texts from the model (a run's final/ or any model spec), score them
     with the config's target (base model = the config's model.path) and report the
-    metrics of SPEC §1.  Z is estimated from the same samples (Z_hat = mean P/pi)."""
+    metrics of SPEC §1.
+
+    The samples start from the contexts the run trained on (:func:`fdpg_ray.limits.run_contexts`):
+    for a conditional run, ``n / P`` samples for each of the P prompts of its prompts file
+    (``n`` must be a multiple of P with at least 2 per prompt, else ConfigError), one
+    Z_hat_c = mean P(x|c)/pi(x|c) per context, and metrics averaged over contexts (equal
+    weight: every context has the same number of samples).  Unconditional: BOS + model.prompt,
+    Z_hat from the same samples.  Returns ``log_z_hat`` (nats; the mean of log Z_hat_c over the
+    contexts with Z_hat_c > 0), ``log_z_hat_per_context``, ``contexts``, ``samples_per_context``,
+    the importance-sampled divergences, alignment, diversity and example texts.
+    A run whose prompts file or model changed since it ran is refused (fdpg_ray.fingerprint)."""
     from actors.hf_engine import HFSampler
 
+    from .controller import make_batch
     from .diversity import diversity_metrics
     from .estimators import is_metrics
+    from .limits import run_contexts
+    from .models import bos_prompt_ids
     from .scoring import TargetScorer
 
     path = Path(target)
+    run_dir = None
     if config is None:
         if not (path / "config.yaml").is_file():
             raise ConfigError(f"eval: '{target}' is not a run directory; pass --config CONFIG.yaml for a bare model")
         config = str(path / "config.yaml")
         model_spec = str(path / "final")
+        run_dir = path
         if not (path / "final" / "config.json").is_file():
             raise ConfigError(f"eval: '{target}' has no final model (final/); the run did not finish")
     else:
         model_spec = target
     cfg = load_config(config, overrides)
+    if run_dir is not None:
+        from .fingerprint import check_inputs
+
+        check_inputs(cfg, run_dir, "eval", "restore it to evaluate this run on what it trained on")
+    contexts = run_contexts(cfg)
+    P = len(contexts)
     n = n or cfg.eval.samples
-    if n < 2:
+    if P == 1 and n < 2:
         raise ConfigError(f"--n: must be >= 2, got {n}")
+    if n % P or n // P < 2:
+        good = P * max(2, -(-n // P))
+        raise ConfigError(f"--n: {n} samples over the run's {P} prompts is not the same number (>= 2) for every "
+                          f"prompt, which per-context Z_hat needs; give a multiple of {P} such as --n {good}")
+    k = n // P
     scorer = TargetScorer(cfg)
     if scorer.target.distributional:
-        # lambdas: fitted on base samples exactly as at the start of training
+        # lambdas: fitted on base samples, as at the start of training (every context; at least
+        # target.fit_samples in all)
         base = HFSampler(cfg.model.path, seed=cfg.run.seed)
-        from .controller import make_batch
-        from .models import bos_prompt_ids
-
-        ids = [bos_prompt_ids(base.tokenizer, cfg.model.prompt)]
-        fit_batch = make_batch(base.sample(ids, cfg.target.fit_samples, cfg.model.max_new_tokens), [cfg.model.prompt], ids)
+        ids = [bos_prompt_ids(base.tokenizer, c) for c in contexts]
+        fit_batch = make_batch(base.sample(ids, -(-cfg.target.fit_samples // P), cfg.model.max_new_tokens),
+                               contexts, ids)
         scorer.fit(fit_batch)
     sampler = HFSampler(model_spec, seed=cfg.run.seed + 1)
-    from .controller import make_batch
-    from .models import bos_prompt_ids
-
-    ids = [bos_prompt_ids(sampler.tokenizer, cfg.model.prompt)]
-    batch = make_batch(sampler.sample(ids, n, cfg.model.max_new_tokens, temperature=1.0), [cfg.model.prompt], ids)
+    ids = [bos_prompt_ids(sampler.tokenizer, c) for c in contexts]
+    batch = make_batch(sampler.sample(ids, k, cfg.model.max_new_tokens, temperature=1.0), contexts, ids)
     scored = scorer.score(batch)
     log_pi = batch["log_q"]
-    log_z = (torch.logsumexp(scored["log_P"] - log_pi, 0) - math.log(n)).item()
-    out = {"model": model_spec, "samples": n, "log_z_hat": log_z}
-    out.update({f"feature_{k}": float(np.mean(v)) for k, v in scored["features"].items()})
+    log_w = scored["log_P"] - log_pi
+    keys = batch["contexts"]
+    per_context = {}
+    for c in dict.fromkeys(keys):
+        idx = torch.tensor([kk == c for kk in keys])
+        per_context[c] = (torch.logsumexp(log_w[idx], 0) - math.log(int(idx.sum()))).item()
+    log_z = torch.tensor([per_context[c] for c in keys], dtype=torch.float64)
+    finite = [v for v in per_context.values() if v > -math.inf]
+    out = {"model": model_spec, "samples": n, "contexts": P, "samples_per_context": k,
+           "log_z_hat": sum(finite) / len(finite) if finite else -math.inf,
+           "z_zero_contexts": sum(v == -math.inf for v in per_context.values()) / P}
+    if P > 1:
+        out["log_z_hat_per_context"] = per_context
+    out.update({f"feature_{k_}": float(np.mean(v)) for k_, v in scored["features"].items()})
     out["alignment"] = float(np.mean([np.mean(v) for v in scored["features"].values()]))
     out.update(is_metrics(scored["log_P"], log_z, log_pi, log_pi, scored["log_a"]))
     out.update(diversity_metrics(batch["texts"], max_refs=64))
-    out["examples"] = batch["texts"][:4]
+    out["examples"] = ([c + t for c, t in zip(batch["contexts"], batch["texts"])][::k][:4] if P > 1
+                       else batch["texts"][:4])
     return out

@@ -133,15 +133,25 @@ def check_resume(cfg, run_dir: str | os.PathLike, old_config: dict | None = None
         raise ConfigError(f"--resume: {listed}{more} would change the mathematics of the run in '{run_dir}'; "
                           f"only steps, eval/checkpoint cadence, logging and resources may change on resume; "
                           f"start a new run for the new settings")
-    recorded = run_dir / INPUTS_FILE
-    if recorded.is_file():
-        before = json.loads(recorded.read_text()).get("inputs", {})
-        now = run_inputs(cfg)
-        moved = [k for k in before if k in now and before[k] != now[k]]
-        if moved:
-            raise ConfigError(f"--resume: the content of {', '.join(moved)} changed since the run in '{run_dir}' "
-                              f"started (digest {before[moved[0]]} -> {now[moved[0]]}); restore it, or start a new run")
+    check_inputs(cfg, run_dir, "--resume", "restore it, or start a new run")
     return changes
+
+
+def check_inputs(cfg, run_dir: str | os.PathLike, action: str, fix: str) -> None:
+    """Refuse (ConfigError naming ``action``) when an input of the run in ``run_dir`` (prompts
+    file, model folder, classifier folder, callable scorer module) no longer has the content
+    it had when the run started (RUN_DIR/inputs.json; runs older than that file pass)."""
+    from .config import ConfigError
+
+    recorded = Path(run_dir) / INPUTS_FILE
+    if not recorded.is_file():
+        return
+    before = json.loads(recorded.read_text()).get("inputs", {})
+    now = run_inputs(cfg)
+    moved = [k for k in before if k in now and before[k] != now[k]]
+    if moved:
+        raise ConfigError(f"{action}: the content of {', '.join(moved)} changed since the run in '{run_dir}' "
+                          f"started (digest {before[moved[0]]} -> {now[moved[0]]}); {fix}")
 
 
 def record_start(cfg, run_dir: str | os.PathLike, changes: dict | None = None) -> None:

@@ -140,3 +140,24 @@ def check_run_limits(cfg: Config) -> None:
     prompts = run_prompts(cfg)
     check_counts(cfg, len(prompts) if cfg.prompts.file is not None else None)
     check_prompts_fit(resolve_model_path(cfg.model.path), prompts, cfg.model.max_new_tokens)
+
+
+def run_contexts(cfg: Config, max_new_tokens: int | None = None, tokens_field: str = "model.max_new_tokens",
+                 model_path: str | None = None) -> list[str]:
+    """The contexts a model trained with ``cfg`` is to be sampled from, checked against the
+    context length: every prompt of ``prompts.file`` (after ``prompts.limit``) for a conditional
+    run, else ``[model.prompt]`` ('' = BOS alone).  The one function ``eval`` and ``sample``
+    (and a future ``qrs``) call, so that none of them samples a distribution the run never
+    trained.  Raises ConfigError / PromptsError (one line)."""
+    from .models import resolve_model_path
+
+    T = cfg.model.max_new_tokens if max_new_tokens is None else max_new_tokens
+    path = resolve_model_path(model_path or cfg.model.path)
+    texts = [cfg.model.prompt]
+    if cfg.prompts.file is not None:
+        from .data import load_prompts
+
+        texts = load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
+    prompts = [(tokens_field if f == "model.max_new_tokens" else f, w, t) for f, w, t in run_prompts(cfg)]
+    check_prompts_fit(path, prompts, T, tokens_field=tokens_field)
+    return texts

@@ -348,3 +348,87 @@ def test_resume_allows_and_records_cadence_and_resource_changes(stopped_run):
     last = json.loads((run / RESUMES_FILE).read_text().splitlines()[-1])
     assert last["changed"]["run.steps"] == [1, 5]
     assert check_resume(load_config(run / "config.yaml"), run) == {}  # nothing changed: nothing to record
+
+
+def test_sweep_resume_refuses_a_run_config_edited_in_place(tmp_path, monkeypatch):
+    """The sweep's resume hash covered the config's path, not its content: a base config
+    edited between a sweep and its --resume was accepted.  Now refused before Ray starts."""
+    import hashlib
+    import shutil
+
+    import yaml
+
+    from tuning import sweep as sw
+
+    base = tmp_path / "toy.yaml"
+    shutil.copy(TOY, base)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": str(base), "grid": {"divergence": ["kl", "js"]}}))
+    sdir = tmp_path / "sweep"
+    (sdir / sw.TUNE_NAME).mkdir(parents=True)
+    (sdir / sw.TUNE_NAME / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    spec = sw.load_sweep(path)
+    (sdir / "sweep.json").write_text(json.dumps({"hash": sw._spec_hash(spec), "spec": {"cwd": str(tmp_path)},
+                                                 "configs": {str(base): hashlib.sha256(base.read_bytes()).hexdigest()[:16]}}))
+    base.write_text(base.read_text().replace("beta: 0.5", "beta: 0.25"))
+
+    def no_ray(spec):
+        raise AssertionError("the sweep went on to start Ray")
+
+    monkeypatch.setattr(sw, "_connect", no_ray)
+    with pytest.raises(sw.SweepError, match="run config .*toy.yaml' changed"):
+        sw.run_sweep(path, resume=True, sweep_dir=sdir)
+
+
+# ----------------------------------------------------------------------------- 3. eval / sample of a conditional run
+
+def test_eval_of_a_conditional_run_continues_its_prompts(stopped_run, capsys):
+    """It used to sample from BOS ('Review: ...', 'Biography: ...' from scratch): every figure
+    described a distribution the run never trained.  Now: the run's prompts, one Z_hat per
+    context, metrics averaged over contexts."""
+    d, run = stopped_run
+    prompts = [json.loads(line)["prompt"] for line in (d / "prompts.jsonl").read_text().splitlines()]
+    assert main(["eval", str(run), "--n", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["contexts"] == 2 and out["samples_per_context"] == 4 and out["samples"] == 8
+    assert sorted(out["log_z_hat_per_context"]) == sorted(prompts)
+    finite = [v for v in out["log_z_hat_per_context"].values() if v > -math.inf]
+    assert out["log_z_hat"] == pytest.approx(sum(finite) / len(finite))
+    assert len(out["examples"]) == 2 and all(any(e.startswith(p) for p in prompts) for e in out["examples"])
+
+
+@pytest.mark.parametrize("n", ["3", "2"])
+def test_eval_of_a_conditional_run_refuses_an_uneven_or_too_small_n(n, stopped_run, capsys):
+    _, run = stopped_run
+    assert main(["eval", str(run), "--n", n]) == 2
+    one_line_error(capsys, "--n", "2 prompts", "--n 4")
+
+
+def test_eval_refuses_a_run_whose_prompts_file_changed(stopped_run, capsys):
+    d, run = stopped_run
+    f = d / "prompts.jsonl"
+    original = f.read_bytes()
+    try:
+        f.write_text(f.read_text().replace("number 0", "number 5"))
+        assert main(["eval", str(run), "--n", "4"]) == 2
+        one_line_error(capsys, "eval", "content of prompts.file changed")
+    finally:
+        f.write_bytes(original)
+
+
+@pytest.mark.parametrize("which", ["run dir", "final"])
+def test_sample_of_a_conditional_run_continues_its_prompts(which, stopped_run, capsys):
+    d, run = stopped_run
+    prompts = [json.loads(line)["prompt"] for line in (d / "prompts.jsonl").read_text().splitlines()]
+    target = run if which == "run dir" else run / "final"
+    assert main(["sample", str(target), "--n", "5"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(recs) == 5
+    assert [r["context"] for r in recs].count(prompts[0]) == 3 and [r["context"] for r in recs].count(prompts[1]) == 2
+    assert all(r["text"].startswith(r["context"]) for r in recs)
+
+
+def test_sample_of_a_run_checks_its_prompts_against_the_context(stopped_run, capsys):
+    _, run = stopped_run
+    assert main(["sample", str(run), "--n", "2", "--max-new-tokens", "126"]) == 2
+    one_line_error(capsys, "prompts.file", "line 1", "--max-new-tokens", "has 128")
