@@ -395,8 +395,8 @@ def test_validate_scores():
     assert validate_scores("s", torch.tensor([0.25, 0.5]), 2).tolist() == [0.25, 0.5]
     with pytest.raises(ValueError, match=r"scorer 's': expected scores of shape \(2,\).*got shape \(\)"):
         validate_scores("s", 1.0, 2)
-    with pytest.raises(ValueError, match=r"got shape \(\)"):
-        validate_scores("s", None, 2)
+    with pytest.raises(ValueError, match=r"scorer 's': returned None; return one float per text"):
+        validate_scores("s", None, 2)  # issue 14: say what the scorer returned
     with pytest.raises(ValueError, match=r"scorer 's': scores must be finite; got 1 NaN \(first at index 1\) "
                                          r"and 1 inf \(first at index 2\) among 3 texts"):
         validate_scores("s", [0.0, float("nan"), float("inf")], 3)
