@@ -432,3 +432,22 @@ def test_sample_of_a_run_checks_its_prompts_against_the_context(stopped_run, cap
     _, run = stopped_run
     assert main(["sample", str(run), "--n", "2", "--max-new-tokens", "126"]) == 2
     one_line_error(capsys, "prompts.file", "line 1", "--max-new-tokens", "has 128")
+
+
+@pytest.mark.slow
+def test_vllm_sampler_refuses_like_the_transformers_one():
+    """vLLM used to cut every completion at the context (15 tokens on the toy model) where the
+    transformers backend failed: both now refuse the same way, and both fill the context when
+    asked exactly (the toy model has no EOS)."""
+    from actors.vllm_engine import VLLMSampler
+    from fdpg_ray.config import ConfigError
+    from fdpg_ray.models import resolve_model_path
+
+    s = VLLMSampler(resolve_model_path("toy"), seed=0, gpu_memory_utilization=0.2)
+    try:
+        bos = s.tokenizer.bos_token_id
+        with pytest.raises(ConfigError, match="17 positions, but the model has 16"):
+            s.sample([[bos]], 2, 16)
+        assert [len(o["token_ids"]) for o in s.sample([[bos]], 2, 15)] == [15, 15]
+    finally:
+        s.shutdown()
