@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, load_config
+from .seeding import EVAL, EVAL_BASE, derive_seed
 
 
 def evaluate(target: str, config: str | None = None, n: int | None = None, overrides=None) -> dict:
@@ -65,12 +66,12 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     if scorer.target.distributional:
         # lambdas: fitted on base samples, as at the start of training (every context; at least
         # target.fit_samples in all)
-        base = HFSampler(cfg.model.path, seed=cfg.run.seed)
+        base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
         ids = [bos_prompt_ids(base.tokenizer, c) for c in contexts]
         fit_batch = make_batch(base.sample(ids, -(-cfg.target.fit_samples // P), cfg.model.max_new_tokens),
                                contexts, ids)
         scorer.fit(fit_batch)
-    sampler = HFSampler(model_spec, seed=cfg.run.seed + 1)
+    sampler = HFSampler(model_spec, seed=derive_seed(cfg.run.seed, EVAL))
     ids = [bos_prompt_ids(sampler.tokenizer, c) for c in contexts]
     batch = make_batch(sampler.sample(ids, k, cfg.model.max_new_tokens, temperature=1.0), contexts, ids)
     scored = scorer.score(batch)
