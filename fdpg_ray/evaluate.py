@@ -23,7 +23,10 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     Z_hat_c = mean P(x|c)/pi(x|c) per context, and metrics averaged over contexts (equal
     weight: every context has the same number of samples).  Unconditional: BOS + model.prompt,
     Z_hat from the same samples.  Returns ``log_z_hat`` (nats; the mean of log Z_hat_c over the
-    contexts with Z_hat_c > 0), ``log_z_hat_per_context``, ``contexts``, ``samples_per_context``,
+    contexts with Z_hat_c > 0) with its standard error ``log_z_hat_se`` (delta method, per
+    context (k/ESS - 1)/(k - 1), combined over contexts), the effective sample size of the
+    weights P/pi per context (``ess_mean``, ``ess_min``; out of ``samples_per_context``),
+    ``log_z_hat_per_context``, ``contexts``, ``samples_per_context``,
     the importance-sampled divergences, alignment, diversity and example texts.
     A run whose prompts file or model changed since it ran is refused (fdpg_ray.fingerprint)."""
     from actors.hf_engine import HFSampler
@@ -78,14 +81,23 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     log_pi = batch["log_q"]
     log_w = scored["log_P"] - log_pi
     keys = batch["contexts"]
-    per_context = {}
+    per_context, se2, ess = {}, [], []
     for c in dict.fromkeys(keys):
         idx = torch.tensor([kk == c for kk in keys])
-        per_context[c] = (torch.logsumexp(log_w[idx], 0) - math.log(int(idx.sum()))).item()
+        lw = log_w[idx]
+        per_context[c] = (torch.logsumexp(lw, 0) - math.log(len(lw))).item()
+        if per_context[c] > -math.inf:
+            # effective sample size of the weights P/pi, and the delta-method standard error of
+            # log Z_hat_c: se^2 = Var(w)/(k mean(w)^2) = (k/ESS - 1)/(k - 1)
+            e = 1.0 / float((torch.softmax(lw, 0) ** 2).sum())
+            ess.append(e)
+            se2.append(max(len(lw) / e - 1.0, 0.0) / (len(lw) - 1))
     log_z = torch.tensor([per_context[c] for c in keys], dtype=torch.float64)
     finite = [v for v in per_context.values() if v > -math.inf]
     out = {"model": model_spec, "samples": n, "contexts": P, "samples_per_context": k,
            "log_z_hat": sum(finite) / len(finite) if finite else -math.inf,
+           "log_z_hat_se": math.sqrt(sum(se2)) / len(se2) if se2 else math.nan,
+           "ess_mean": sum(ess) / len(ess) if ess else 0.0, "ess_min": min(ess) if ess else 0.0,
            "z_zero_contexts": sum(v == -math.inf for v in per_context.values()) / P}
     if P > 1:
         out["log_z_hat_per_context"] = per_context

@@ -395,6 +395,7 @@ def test_eval_of_a_conditional_run_continues_its_prompts(stopped_run, capsys):
     finite = [v for v in out["log_z_hat_per_context"].values() if v > -math.inf]
     assert out["log_z_hat"] == pytest.approx(sum(finite) / len(finite))
     assert len(out["examples"]) == 2 and all(any(e.startswith(p) for p in prompts) for e in out["examples"])
+    assert 1.0 <= out["ess_min"] <= out["ess_mean"] <= 4.0 and out["log_z_hat_se"] >= 0.0
 
 
 @pytest.mark.parametrize("n", ["3", "2"])
