@@ -244,6 +244,7 @@ def cmd_sample(args) -> int:
     from actors.hf_engine import HFSampler
     from .limits import check_prompts_fit, run_contexts
     from .models import bos_prompt_ids, resolve_model_path
+    from .seeding import derive_seed
 
     if args.n < 1:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
@@ -253,7 +254,8 @@ def cmd_sample(args) -> int:
         from .config import load_config
 
         cfg = load_config(run_dir / "config.yaml")
-    max_new = args.max_new_tokens or (cfg.model.max_new_tokens if cfg is not None else 40)
+    max_new = args.max_new_tokens if args.max_new_tokens is not None else (
+        cfg.model.max_new_tokens if cfg is not None else 40)
     if max_new < 1:
         raise ValueError(f"--max-new-tokens: must be >= 1, got {max_new}")
     if cfg is not None and not args.prompt:
@@ -275,9 +277,11 @@ def cmd_sample(args) -> int:
     # --n samples in all, spread over the contexts in order (the first n % P get one more)
     P = len(contexts)
     counts = [args.n // P + (1 if j < args.n % P else 0) for j in range(P)]
-    for count in sorted(set(c for c in counts if c > 0), reverse=True):
+    for group, count in enumerate(sorted(set(c for c in counts if c > 0), reverse=True)):
         chosen = [c for c, m in zip(contexts, counts) if m == count]
-        out = sampler.sample([bos_prompt_ids(tok, c) for c in chosen], count, max_new, seed=args.seed)
+        # one call per group size; each its own stream (fdpg_ray.seeding), the first as before
+        seed = args.seed if group == 0 else derive_seed(args.seed, group)
+        out = sampler.sample([bos_prompt_ids(tok, c) for c in chosen], count, max_new, seed=seed)
         for s in out:
             rec = {"text": chosen[s["prompt_index"]] + s["text"], "log_q": round(s["log_q"], 4)}
             if P > 1:

@@ -452,3 +452,8 @@ def test_vllm_sampler_refuses_like_the_transformers_one():
         assert [len(o["token_ids"]) for o in s.sample([[bos]], 2, 15)] == [15, 15]
     finally:
         s.shutdown()
+
+
+def test_sample_refuses_zero_new_tokens(capsys):
+    assert main(["sample", "toy", "--max-new-tokens", "0"]) == 2
+    one_line_error(capsys, "--max-new-tokens", "got 0")
