@@ -54,7 +54,7 @@ def check_fits(prompt_len: int, max_new_tokens: int, context: int | None, *, fie
         fix = f"shorten it to at most {context - max_new_tokens} tokens, or lower {tokens_field} to at most {room}"
     else:
         fix = f"shorten it to at most {max(context - max_new_tokens, 1)} tokens (or lower {tokens_field})"
-    raise ConfigError(f"{field}: {where} is {prompt_len} tokens (BOS included) and {tokens_field}={max_new_tokens}: "
+    raise ConfigError(f"{field}: {where} is {prompt_len} token{'s' if prompt_len != 1 else ''} (BOS included) and {tokens_field}={max_new_tokens}: "
                       f"{prompt_len + max_new_tokens} positions, but the model has {context}; {fix}")
 
 
