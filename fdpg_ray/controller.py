@@ -33,6 +33,7 @@ from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, is_metrics, make_baseline
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
+from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
 
 # ----------------------------------------------------------------------------- world
@@ -178,7 +179,7 @@ class Controller:
                                             cfg.learner.warmup_steps)
         self.log_partition = LogPartition()
         self.baseline = make_baseline(cfg.loss.baseline, cfg.loss.baseline_momentum)
-        self.prompts = PromptSource(cfg, tokenizer, cfg.run.seed)
+        self.prompts = PromptSource(cfg, tokenizer, derive_seed(cfg.run.seed, PROMPT_ORDER))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.step = 0
         self.samples_seen = 0
@@ -235,7 +236,9 @@ class Controller:
 
     # ---- one step -----------------------------------------------------------------
     def _seed(self, step: int) -> int:
-        return (self.cfg.run.seed * 1_000_003 + step) % (2 ** 31)
+        """The rollout seed of step ``step``: hashed from (run.seed, step), never a neighbour of
+        another step's (see :mod:`fdpg_ray.seeding`)."""
+        return derive_seed(self.cfg.run.seed, STEP, step)
 
     def next_batch(self) -> dict:
         """Rank 0 samples and scores the batch for this step (overlapping the next rollout
@@ -417,7 +420,7 @@ class Controller:
             return
         info = None
         if self.world.rank == 0:
-            batch = self._collect(self._submit_base(seed=(self.cfg.run.seed * 7919 + 12345) % (2 ** 31)))
+            batch = self._collect(self._submit_base(seed=derive_seed(self.cfg.run.seed, BASE)))
             fit = self.scorer.fit(batch)
             batch.update(self.scorer.score(batch))
             info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}
