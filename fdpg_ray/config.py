@@ -55,14 +55,18 @@ class PromptsConfig:
 class TargetConfig:
     # Each constraint: {kind: pointwise|distributional|reward, scorer: {...}, moment?, beta?, lam?}
     constraints: list = field(default_factory=list)
-    fit_samples: int = 1024        # base-model samples used to fit lambdas and seed Z_hat
+    # Base-model samples used to fit lambdas, seed Z_hat and estimate kl_p_pi_base; conditional
+    # targets spread them over every prompt, at least 8 per prompt (docs/design.md).
+    fit_samples: int = 1024
     # Toy task only: exact p, Z and divergences by enumeration.
     exact: bool = False
 
 
 @dataclass
 class LossConfig:
-    baseline: bool = True
+    # moving | leave_one_out | none (docs/design.md, "Baseline"); older configs' true/false
+    # still load and mean moving/none.
+    baseline: str = "leave_one_out"
     baseline_momentum: float = 0.9
     clip_log_t: float = 20.0              # |log t| clamp before the pseudo-reward (p(x)=0 policy)
     max_importance_weight: float | None = 10.0
@@ -81,6 +85,7 @@ class LearnerConfig:
     strategy: str = "ddp"         # ddp | fsdp
     max_grad_norm: float = 1.0
     lr_schedule: str = "constant"  # constant | cosine (decays to 5% of lr at run.steps)
+    warmup_steps: int = 0         # linear warm-up from lr/(W+1) to lr over the first W updates
 
 
 @dataclass
@@ -356,6 +361,17 @@ def validate(cfg: Config) -> Config:
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{name}: must be > 0, got {value}; set a positive value")
+    from .estimators import canonical_baseline
+
+    try:
+        cfg.loss.baseline = canonical_baseline(cfg.loss.baseline)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.learner.warmup_steps < 0:
+        raise ConfigError(f"learner.warmup_steps: must be >= 0, got {cfg.learner.warmup_steps}; use 0 for no warm-up")
+    if cfg.learner.warmup_steps >= cfg.run.steps and cfg.learner.warmup_steps > 0:
+        raise ConfigError(f"learner.warmup_steps: {cfg.learner.warmup_steps} >= run.steps={cfg.run.steps}, so the "
+                          f"learning rate would never reach learner.lr; use fewer warm-up steps than run.steps")
     if not 0 <= cfg.loss.baseline_momentum < 1:
         raise ConfigError(f"loss.baseline_momentum: must be in [0, 1), got {cfg.loss.baseline_momentum}")
     if cfg.loss.max_importance_weight is not None and not cfg.loss.max_importance_weight >= 1:
@@ -393,4 +409,40 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"target.constraints[{i}].moment: a distributional constraint needs a moment (target E_p[phi])")
             if m is not None and not isinstance(m, (int, float)):
                 raise ConfigError(f"target.constraints[{i}].moment: expected a number, got {m!r}")
+    refuse_hard_constraints(cfg)
     return cfg
+
+
+# Scorer outputs that are 0 for ordinary texts: as a pointwise b(x) they make p(x) = 0 there.
+# (sentiment's "probability" is (c + 1) / 2 with VADER's c strictly inside (-1, 1); a
+# classifier's softmax probability is > 0; a callable is unknown: those are guarded at run
+# time instead, see Controller.check_hard_constraint.)
+def _scorer_can_be_zero(scorer: dict) -> bool:
+    kind = scorer.get("kind")
+    if kind in ("word", "regex", "wordlist", "gender"):
+        return True
+    return kind == "sentiment" and scorer.get("output", "positive") in ("positive", "compound")
+
+
+def infinite_at_p_zero(divergence) -> bool:
+    """True for the divergences whose D_f(pi||p) is +inf as soon as pi puts mass where p = 0
+    *and* whose pseudo-reward there grows like t^(a-1) (chi2 = alpha:2, alpha:a with a > 1):
+    clamping log t then leaves pseudo-rewards of -1e9 that swamp every other sample.
+    (rkl is +inf there too, but its pseudo-reward grows like -log t: the clamp gives a bounded
+    -clip_log_t - 1 penalty, the documented policy; docs/design.md, "p(x) = 0".)"""
+    from .divergences import Alpha, ChiSquared, get_divergence
+
+    div = get_divergence(divergence)
+    return isinstance(div, ChiSquared) or (isinstance(div, Alpha) and div.a > 1)
+
+
+def refuse_hard_constraints(cfg: Config) -> None:
+    if not infinite_at_p_zero(cfg.divergence):
+        return
+    for i, c in enumerate(cfg.target.constraints):
+        if c.get("kind") == "pointwise" and _scorer_can_be_zero(c.get("scorer", {})):
+            raise ConfigError(
+                f"divergence: {cfg.divergence} is +inf for every policy when a pointwise constraint can give "
+                f"b(x) = 0 (target.constraints[{i}], scorer kind {c['scorer'].get('kind')}); use another divergence "
+                f"(kl, js, tv, hellinger, rkl, alpha:<a> with a < 1) or a soft constraint (kind: reward)")
+

@@ -30,7 +30,7 @@ import torch
 from .config import Config
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
-from .estimators import LogPartition, MovingBaseline, is_metrics
+from .estimators import LogPartition, is_metrics, make_baseline
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
@@ -129,6 +129,36 @@ def make_batch(samples: list[dict], contexts: list[str], prompt_ids: list[list[i
 
 # ----------------------------------------------------------------------------- controller
 
+# Conditional targets: the fewest base samples of a drawn per prompt at the start (Controller.base_plan).
+MIN_BASE_SAMPLES_PER_CONTEXT = 8
+
+
+def build_lr_scheduler(optimizer, schedule: str, steps: int, warmup_steps: int = 0):
+    """torch's schedulers for ``learner.lr_schedule`` with ``learner.warmup_steps`` = W.
+
+    Learning rate at update k (0-based), lr = ``learner.lr``, S = ``run.steps``:
+      warm-up (k < W):  lr * (k + 1) / (W + 1)                      (LinearLR)
+      constant:         lr
+      cosine:           lr * (0.05 + 0.95 * (1 + cos(pi * (k - W) / (S - W))) / 2)
+                        (CosineAnnealingLR to eta_min = 5% of lr at k = S; with W = 0 exactly
+                        the schedule of earlier versions)
+    The pieces are chained with SequentialLR at milestone W.  ValueError for an unknown schedule.
+    """
+    from torch.optim import lr_scheduler as sch
+
+    if schedule == "cosine":
+        main = sch.CosineAnnealingLR(optimizer, T_max=max(steps - warmup_steps, 1),
+                                     eta_min=0.05 * optimizer.param_groups[0]["lr"])
+    elif schedule == "constant":
+        main = sch.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        raise ValueError(f"learner.lr_schedule: unknown schedule '{schedule}'; use constant or cosine")
+    if warmup_steps <= 0:
+        return main
+    warm = sch.LinearLR(optimizer, start_factor=1.0 / (warmup_steps + 1), end_factor=1.0, total_iters=warmup_steps)
+    return sch.SequentialLR(optimizer, [warm, main], milestones=[warmup_steps])
+
+
 class Controller:
     def __init__(self, cfg: Config, policy, tokenizer, *, rollout, scorer, sink=None, world=None,
                  exact=None, optimizer=None, model=None):
@@ -145,12 +175,10 @@ class Controller:
         self.divergence = get_divergence(cfg.divergence)
         self.optimizer = optimizer or torch.optim.AdamW(self.model.parameters(), lr=cfg.learner.lr,
                                                         weight_decay=cfg.learner.weight_decay)
-        steps = max(cfg.run.steps, 1)
-        schedule = (lambda k: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))) \
-            if cfg.learner.lr_schedule == "cosine" else (lambda k: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg.learner.lr_schedule, cfg.run.steps,
+                                            cfg.learner.warmup_steps)
         self.log_partition = LogPartition()
-        self.baseline = MovingBaseline(cfg.loss.baseline_momentum, enabled=cfg.loss.baseline)
+        self.baseline = make_baseline(cfg.loss.baseline, cfg.loss.baseline_momentum)
         self.prompts = PromptSource(cfg, tokenizer, derive_seed(cfg.run.seed, PROMPT_ORDER))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.step = 0
@@ -248,9 +276,15 @@ class Controller:
         cfg, n = self.cfg, len(batch["texts"])
         t_start = time.time()
         contexts = batch["contexts"] if self.prompts.conditional else None
+        self.check_hard_constraint(batch["log_P"])
         self.log_partition.update(batch["log_P"], batch["log_q"], contexts)
         log_Z = self.log_partition.log_z_for(contexts, n)
-        B = self.baseline.value_for(contexts, n)
+        informative = torch.isfinite(log_Z)  # contexts with Z_hat = 0 say nothing about p yet
+        # Pseudo-rewards at log t = log q - log P + log Z_hat, known before the forward pass:
+        # the leave-one-out baseline's input (on-policy q = pi_theta; docs/design.md, "Baseline").
+        r_q = fdpg_loss(batch["log_q"], batch["log_P"], log_Z, self.divergence,
+                        clip_log_t=cfg.loss.clip_log_t).pseudo_reward
+        B = self.baseline.value_for(contexts, n, rewards=r_q, include=informative)
 
         shard = n // self.world.size
         lo, hi = self.world.rank * shard, (self.world.rank + 1) * shard
@@ -289,7 +323,6 @@ class Controller:
         # Same arithmetic as the loss, on the whole batch, for the baseline and metrics.
         full = fdpg_loss(log_pi, batch["log_P"], log_Z, self.divergence, log_q=batch["log_q"], baseline=B,
                          clip_log_t=cfg.loss.clip_log_t, max_importance_weight=cfg.loss.max_importance_weight)
-        informative = torch.isfinite(log_Z)  # contexts with Z_hat = 0 say nothing about p yet
         self.baseline.update(full.pseudo_reward, torch.where(informative, full.importance_weight, 0.0), contexts)
         self.samples_seen += n
         metrics = self.metrics(batch, log_pi, log_Z, full, loss, grad_norm)
@@ -387,20 +420,54 @@ class Controller:
             return
         info = None
         if self.world.rank == 0:
-            n = self.cfg.target.fit_samples
-            batch = self._collect(self._submit(n, seed=derive_seed(self.cfg.run.seed, BASE)))
+            batch = self._collect(self._submit_base(seed=derive_seed(self.cfg.run.seed, BASE)))
             fit = self.scorer.fit(batch)
             batch.update(self.scorer.score(batch))
             info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}
             self.base_batch = batch  # kept as the fixed evaluation set drawn from a
         info = self.world.broadcast(info)
         self.lambdas, self.achieved_moments = info["lambdas"], info["moments"]
+        self.check_hard_constraint(info["log_P"])
         if not torch.isfinite(info["log_P"]).any():
             from .targets import TargetError
 
             raise TargetError(f"target: none of the {len(info['log_P'])} initial samples has P(x) > 0 (Z_hat = 0); "
                               f"raise target.fit_samples or soften the constraint")
         self.log_partition.update(info["log_P"], info["log_q"], info["contexts"] if self.prompts.conditional else None)
+
+    def base_plan(self) -> tuple[list[str], list[list[int]], int]:
+        """(contexts, prompt ids, samples per context) of the base batch drawn from a at the start.
+
+        Unconditional: ``target.fit_samples`` samples of the one prompt.  Conditional: every
+        prompt of the file (after ``prompts.limit``), each with max(ceil(fit_samples / C),
+        MIN_BASE_SAMPLES_PER_CONTEXT) samples, so that the lambda fit, the initial Z_hat_c and
+        kl_p_pi_base cover every context the run trains and evaluates on (docs/design.md).
+        Does not move the prompt cursor: step 0 starts at the first prompt."""
+        src, n = self.prompts, self.cfg.target.fit_samples
+        if not src.conditional:
+            contexts, ids, per = src.texts, src.ids, n
+        else:
+            contexts, ids = list(src.texts), list(src.ids)
+            per = max(math.ceil(n / len(contexts)), MIN_BASE_SAMPLES_PER_CONTEXT)
+        return contexts, ids, per
+
+    def _submit_base(self, seed: int):
+        contexts, prompt_ids, per = self.base_plan()
+        return contexts, prompt_ids, self.rollout.submit(prompt_ids, per, seed)
+
+    def check_hard_constraint(self, log_P) -> None:
+        """chi2 / alpha > 1 with a sample whose P(x) = 0: D_f(pi||p) = +inf for every softmax
+        policy, so stop with a one-line TargetError (exit 2) instead of training on pseudo-rewards
+        of -1e9.  Scorers known to give b = 0 are refused earlier, at config validation."""
+        from .config import infinite_at_p_zero
+
+        if infinite_at_p_zero(self.divergence) and bool((torch.as_tensor(log_P) == -math.inf).any()):
+            from .targets import TargetError
+
+            k = int((torch.as_tensor(log_P) == -math.inf).sum())
+            raise TargetError(f"divergence: {self.divergence.name} is +inf for every policy here: {k} of "
+                              f"{len(log_P)} samples have P(x) = 0 (a pointwise b(x) = 0); use another divergence "
+                              f"(kl, js, tv, hellinger, rkl, alpha:<a> with a < 1) or a soft constraint (kind: reward)")
 
     def scorer_set_lambdas(self, lambdas):
         self.scorer.set_lambdas(lambdas)

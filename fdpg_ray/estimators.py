@@ -89,13 +89,16 @@ class MovingBaseline:
     """
 
     GLOBAL = "*"
+    kind = "moving"
 
     def __init__(self, momentum: float = 0.9, enabled: bool = True):
         self.momentum = momentum
         self.enabled = enabled
         self.value: dict[str, float] = {}
 
-    def value_for(self, contexts: Sequence[str] | None, n: int) -> torch.Tensor:
+    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None) -> torch.Tensor:
+        """B_i for the n samples of this batch (shape (n,), float64); ``rewards`` and
+        ``include`` are accepted for the common interface and ignored (previous batches only)."""
         if not self.enabled:
             return torch.zeros(n, dtype=torch.float64)
         keys = list(contexts) if contexts is not None else [""] * n
@@ -119,6 +122,107 @@ class MovingBaseline:
 
     def load_state_dict(self, state: dict) -> None:
         self.value = dict(state["value"])
+
+
+class NoBaseline(MovingBaseline):
+    """B = 0 for every sample (``loss.baseline: none``): the plain f-DPG estimator."""
+
+    kind = "none"
+
+    def __init__(self):
+        super().__init__(enabled=False)
+
+    def update(self, rewards, weights, contexts: Sequence[str] | None = None) -> None:
+        return None
+
+
+def leave_one_out_means(values, include, contexts: Sequence[str] | None = None) -> torch.Tensor:
+    """B_i = mean of ``values[j]`` over the other included samples j != i of i's context.
+
+    ``values`` shape (n,), ``include`` (n,) bool: samples that may serve as others' baseline
+    (samples whose own value is meaningless, e.g. a context with Z_hat = 0, are left out).
+    B_i never depends on sample i itself.  A sample with no other included sample in its
+    context falls back to the mean over the other included samples of the whole batch (any
+    context; still independent of sample i), and to 0 if there is none.  Returns float64 (n,).
+    """
+    v, inc = _t64(values), torch.as_tensor(include, dtype=torch.bool)
+    n = len(v)
+    own = inc.to(torch.float64)
+    v0 = torch.where(inc, v, torch.zeros_like(v))  # excluded samples add nothing (even if inf)
+    keys = list(contexts) if contexts is not None else [""] * n
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    group = torch.tensor([ids[k] for k in keys], dtype=torch.long)
+    same = (group[:, None] == group[None, :]).to(torch.float64)  # (n, n), 1 on the diagonal
+    s_ctx, c_ctx = same @ v0 - v0, same @ own - own
+    s_all, c_all = v0.sum() - v0, own.sum() - own
+    out = torch.where(c_all > 0, s_all / c_all.clamp(min=1), torch.zeros_like(v))
+    return torch.where(c_ctx > 0, s_ctx / c_ctx.clamp(min=1), out)
+
+
+class LeaveOneOutBaseline:
+    """Leave-one-out baseline (RLOO): B_i = mean pseudo-reward of the *other* samples drawn
+    for the same context in this batch (:func:`leave_one_out_means`).
+
+    Unbiased for any proposal: the samples of a batch are independent, so B_i is independent
+    of x_i and E_q[w_i B_i grad log pi(x_i)] = B_i E_pi[grad log pi] = 0.  The controller
+    passes the pseudo-rewards r_j = -f'(t_j) with log t_j = log q(x_j) - log P(x_j) + log Z_hat,
+    available before the learner's forward pass (on-policy q = pi_theta, so they are the
+    loss's own r_j up to the engine's numerics, ~1e-5 nats); they enter unweighted (see
+    docs/design.md, "Baseline").  ``update`` only records the batch mean for the logs:
+    the baseline itself has no state across steps.
+    """
+
+    GLOBAL = "*"
+    kind = "leave_one_out"
+
+    def __init__(self):
+        self.value: dict[str, float] = {}
+
+    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None) -> torch.Tensor:
+        if rewards is None:
+            raise ValueError("LeaveOneOutBaseline.value_for needs this batch's pseudo-rewards (rewards=)")
+        inc = torch.ones(n, dtype=torch.bool) if include is None else torch.as_tensor(include, dtype=torch.bool)
+        inc = inc & torch.isfinite(_t64(rewards))
+        return leave_one_out_means(rewards, inc, contexts)
+
+    def update(self, rewards, weights, contexts: Sequence[str] | None = None) -> None:
+        r, w = _t64(rewards), _t64(weights)
+        if bool((w > 0).any()):
+            self.value[self.GLOBAL] = float((w * r).sum() / w.sum())
+
+    def state_dict(self) -> dict:
+        return {"value": dict(self.value)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = dict(state.get("value", {}))
+
+
+BASELINES = ("moving", "leave_one_out", "none")
+
+
+def canonical_baseline(kind) -> str:
+    """'moving' | 'leave_one_out' | 'none' from the config value; the booleans of older
+    configs (true / false) mean 'moving' / 'none'.  ValueError for anything else."""
+    if isinstance(kind, bool):
+        return "moving" if kind else "none"
+    key = str(kind).strip().lower()
+    key = {"true": "moving", "false": "none"}.get(key, key)
+    if key not in BASELINES:
+        raise ValueError(f"loss.baseline: unknown baseline {kind!r}; use moving, leave_one_out or none "
+                         f"(true/false from older configs mean moving/none)")
+    return key
+
+
+def make_baseline(kind, momentum: float = 0.9):
+    """The baseline object for ``loss.baseline``: all share ``value_for(contexts, n, rewards,
+    include) -> B`` (n,), ``update(rewards, weights, contexts)``, ``value`` (for the logs) and
+    ``state_dict`` / ``load_state_dict``."""
+    kind = canonical_baseline(kind)
+    if kind == "moving":
+        return MovingBaseline(momentum)
+    if kind == "leave_one_out":
+        return LeaveOneOutBaseline()
+    return NoBaseline()
 
 
 def _xlogy_weighted(log_w: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
