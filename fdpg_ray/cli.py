@@ -150,6 +150,7 @@ def preflight(cfg) -> None:
     """Check what can be checked before anything is started or written: the model, its
     tokenizer, the prompts file, every scorer (import paths, classifier folders)."""
     from .models import resolve_model_path
+    from .proposals import check_proposal
     from .scoring import build_target
 
     resolve_model_path(cfg.model.path)
@@ -167,6 +168,7 @@ def preflight(cfg) -> None:
 
         load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
     build_target(cfg)
+    check_proposal(cfg)
 
 
 def train_local(cfg, run_dir: Path) -> dict:

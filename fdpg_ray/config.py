@@ -94,6 +94,12 @@ class RolloutConfig:
     sync_every: int = 1            # push weights to rollout actors every k steps
     overlap: bool = False          # sample step k+1 while step k learns (one-step stale; w corrects)
     enforce_eager: bool = True
+    # The proposal q the samples come from: policy | base | fixed:PATH | dataset:PATH
+    # (fdpg_ray/proposals.py).  Off-policy samples are corrected by the importance weight pi/q.
+    proposal: str = "policy"
+    # GDC's adaptive proposal, {every: K, when: kl_improves}: every K steps the policy replaces
+    # a base/fixed proposal when its estimated KL(p||pi) is below KL(p||q).  null: never.
+    proposal_update: dict | None = None
 
 
 @dataclass
@@ -340,6 +346,7 @@ def validate(cfg: Config) -> Config:
     if cfg.prompts.file is not None and cfg.learner.batch_size % cfg.prompts.per_step:
         raise ConfigError(f"prompts.per_step: learner.batch_size={cfg.learner.batch_size} is not divisible by "
                           f"prompts.per_step={cfg.prompts.per_step}; use a divisor")
+    _validate_proposal(cfg)
     if not cfg.target.constraints:
         raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
     for i, c in enumerate(cfg.target.constraints):
@@ -361,3 +368,25 @@ def validate(cfg: Config) -> Config:
             if m is not None and not isinstance(m, (int, float)):
                 raise ConfigError(f"target.constraints[{i}].moment: expected a number, got {m!r}")
     return cfg
+
+
+def _validate_proposal(cfg: Config) -> None:
+    from .proposals import parse_proposal
+
+    spec = parse_proposal(cfg.rollout.proposal)
+    if spec.kind == "dataset" and cfg.prompts.file is not None:
+        raise ConfigError("rollout.proposal: a dataset proposal serves unconditional runs only; "
+                          "remove prompts.file or use another proposal")
+    update = cfg.rollout.proposal_update
+    if update is None:
+        return
+    if not isinstance(update, dict) or set(update) - {"every", "when"}:
+        raise ConfigError(f"rollout.proposal_update: expected {{every: K, when: kl_improves}}, got {update!r}")
+    every = update.get("every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"rollout.proposal_update.every: must be an integer >= 1, got {every!r}")
+    if update.get("when", "kl_improves") != "kl_improves":
+        raise ConfigError(f"rollout.proposal_update.when: unknown rule {update.get('when')!r}; use kl_improves")
+    if spec.kind not in ("base", "fixed"):
+        raise ConfigError(f"rollout.proposal_update: only a base or fixed:PATH proposal can be updated, "
+                          f"rollout.proposal is '{cfg.rollout.proposal}'; remove rollout.proposal_update")
