@@ -102,9 +102,11 @@ def start_actors(cfg: Config, run_dir: Path, resume: bool):
     # max_restarts/max_task_retries: a rollout actor that dies is restarted and its
     # sample call retried (it comes back with the base weights; the next push and the
     # importance weight pi/q keep the estimate right meanwhile).
+    # An offline (dataset) proposal needs no rollout engine: the learner reads the file.
+    num_rollouts = 0 if cfg.rollout.proposal.startswith("dataset:") else cfg.rollout.num_actors
     rollouts = [RolloutActor.options(num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
                                      max_restarts=3, max_task_retries=3).remote(cfg_dict, i)
-                for i in range(cfg.rollout.num_actors)]
+                for i in range(num_rollouts)]
     scorers = [ScorerActor.options(num_cpus=cfg.scorer.cpus_per_actor, max_restarts=3, max_task_retries=3).remote(cfg_dict)
                for _ in range(cfg.scorer.num_actors)]
     ray.get([a.ready.remote() for a in rollouts + scorers])

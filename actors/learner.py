@@ -23,6 +23,8 @@ from actors.scorer import ScorerGroup
 from fdpg_ray.controller import Controller, SingleProcess, TorchDistributed
 from fdpg_ray.loss import SequenceLogProbs
 from fdpg_ray.models import load_model_and_tokenizer
+from fdpg_ray.proposals import DatasetProposal, parse_proposal
+from fdpg_ray.seeding import PROPOSAL_DATA, derive_seed
 
 STATE_FILE = "fdpg_state.pt"
 
@@ -62,9 +64,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         local = TargetScorer(cfg)
         exact = ExactTask(local.base, local.log_P_of_texts)
 
+    proposal = parse_proposal(cfg.rollout.proposal)
+    rollout = (DatasetProposal(proposal.path, tokenizer, derive_seed(cfg.run.seed, PROPOSAL_DATA))
+               if proposal.kind == "dataset" else RolloutGroup(loop_config["rollout_actors"]))
     controller = Controller(
         cfg, policy, tokenizer, model=model,
-        rollout=RolloutGroup(loop_config["rollout_actors"]),
+        rollout=rollout,
         scorer=ScorerGroup(loop_config["scorer_actors"]),
         sink=_SyncProxy(loop_config["sink"]) if rank == 0 else None,
         world=world, exact=exact,

@@ -13,6 +13,7 @@ import time
 import ray
 
 from fdpg_ray.config import Config
+from fdpg_ray.proposals import rollout_model_path
 from fdpg_ray.seeding import ENGINE, derive_seed
 
 
@@ -30,13 +31,13 @@ class RolloutActor:
             kwargs = {}
             if c.rollout.gpus_per_actor > 0 or c.learner.use_gpu:
                 kwargs["kv_cache_memory_bytes"] = None
-            self.sampler = VLLMSampler(resolve_model_path(c.model.path), seed=seed,
+            self.sampler = VLLMSampler(resolve_model_path(rollout_model_path(c)), seed=seed,
                                        gpu_memory_utilization=c.rollout.gpu_memory_utilization,
                                        enforce_eager=c.rollout.enforce_eager, **kwargs)
         else:
             from actors.hf_engine import HFSampler
 
-            self.sampler = HFSampler(c.model.path, seed=seed)
+            self.sampler = HFSampler(rollout_model_path(c), seed=seed)
         self.version = 0
 
     def ready(self) -> str:

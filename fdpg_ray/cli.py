@@ -159,6 +159,7 @@ def preflight(cfg) -> None:
     tokenizer, the prompts file, every prompt against the model's context and the counts of
     a step (fdpg_ray.limits), every scorer (import paths, classifier folders)."""
     from .models import resolve_model_path
+    from .proposals import check_proposal
     from .scoring import build_target
 
     resolve_model_path(cfg.model.path)
@@ -179,6 +180,7 @@ def preflight(cfg) -> None:
 
     check_run_limits(cfg)  # every prompt + max_new_tokens within the context; the step's counts
     build_target(cfg)
+    check_proposal(cfg)
 
 
 def train_local(cfg, run_dir: Path) -> dict:

@@ -99,6 +99,12 @@ class RolloutConfig:
     sync_every: int = 1            # push weights to rollout actors every k steps
     overlap: bool = False          # sample step k+1 while step k learns (one-step stale; w corrects)
     enforce_eager: bool = True
+    # The proposal q the samples come from: policy | base | fixed:PATH | dataset:PATH
+    # (fdpg_ray/proposals.py).  Off-policy samples are corrected by the importance weight pi/q.
+    proposal: str = "policy"
+    # GDC's adaptive proposal, {every: K, when: kl_improves}: every K steps the policy replaces
+    # a base/fixed proposal when its estimated KL(p||pi) is below KL(p||q).  null: never.
+    proposal_update: dict | None = None
 
 
 @dataclass
@@ -326,6 +332,9 @@ def absolutize_paths(cfg: Config) -> Config:
         cfg.prompts.file = os.path.abspath(cfg.prompts.file)
     if cfg.model.path.startswith((".", "~")) or os.path.isdir(cfg.model.path):
         cfg.model.path = os.path.abspath(os.path.expanduser(cfg.model.path))
+    kind, sep, where = str(cfg.rollout.proposal).partition(":")
+    if sep and kind in ("fixed", "dataset") and (where.startswith((".", "~")) or os.path.exists(where)):
+        cfg.rollout.proposal = f"{kind}:{os.path.abspath(os.path.expanduser(where))}"
     for c in cfg.target.constraints:
         scorer = c.get("scorer", {})
         if scorer.get("kind") == "classifier" and isinstance(scorer.get("path"), str):
@@ -389,6 +398,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.dtype: unknown dtype '{cfg.model.dtype}'; use float32, bfloat16 or float16")
     if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
         raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1], got {cfg.rollout.gpu_memory_utilization}")
+    _validate_proposal(cfg)
     if not cfg.target.constraints:
         raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
     for i, c in enumerate(cfg.target.constraints):
@@ -446,3 +456,24 @@ def refuse_hard_constraints(cfg: Config) -> None:
                 f"b(x) = 0 (target.constraints[{i}], scorer kind {c['scorer'].get('kind')}); use another divergence "
                 f"(kl, js, tv, hellinger, rkl, alpha:<a> with a < 1) or a soft constraint (kind: reward)")
 
+
+def _validate_proposal(cfg: Config) -> None:
+    from .proposals import parse_proposal
+
+    spec = parse_proposal(cfg.rollout.proposal)
+    if spec.kind == "dataset" and cfg.prompts.file is not None:
+        raise ConfigError("rollout.proposal: a dataset proposal serves unconditional runs only; "
+                          "remove prompts.file or use another proposal")
+    update = cfg.rollout.proposal_update
+    if update is None:
+        return
+    if not isinstance(update, dict) or set(update) - {"every", "when"}:
+        raise ConfigError(f"rollout.proposal_update: expected {{every: K, when: kl_improves}}, got {update!r}")
+    every = update.get("every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"rollout.proposal_update.every: must be an integer >= 1, got {every!r}")
+    if update.get("when", "kl_improves") != "kl_improves":
+        raise ConfigError(f"rollout.proposal_update.when: unknown rule {update.get('when')!r}; use kl_improves")
+    if spec.kind not in ("base", "fixed"):
+        raise ConfigError(f"rollout.proposal_update: only a base or fixed:PATH proposal can be updated, "
+                          f"rollout.proposal is '{cfg.rollout.proposal}'; remove rollout.proposal_update")

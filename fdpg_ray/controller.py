@@ -33,6 +33,7 @@ from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, is_metrics, make_baseline
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
+from .proposals import kl_p_pi_and_p_q, parse_proposal
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
 
@@ -190,6 +191,9 @@ class Controller:
         self.pending = None  # overlapped rollout for the next step
         self._prompts_before_pending = None
         self.base_batch: dict | None = None  # samples of a (rank 0), the fixed evaluation set
+        self.proposal = parse_proposal(cfg.rollout.proposal)
+        self.proposal_updates = 0  # times the policy replaced a base/fixed proposal
+        self._last_log_pi: torch.Tensor | None = None
         self.t0 = time.time()
 
     # ---- state (checkpoints) ------------------------------------------------------
@@ -208,6 +212,8 @@ class Controller:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "python_rng": python_rng,
             "base_batch": self.base_batch,
+            "proposal_updates": self.proposal_updates,
+            **({"dataset_proposal": self.rollout.state_dict()} if self.proposal.kind == "dataset" else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -224,6 +230,9 @@ class Controller:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.base_batch = state.get("base_batch")
+        self.proposal_updates = state.get("proposal_updates", 0)
+        if "dataset_proposal" in state:
+            self.rollout.load_state_dict(state["dataset_proposal"])
 
     # ---- sampling -----------------------------------------------------------------
     def _submit(self, n_total: int, seed: int):
@@ -261,6 +270,7 @@ class Controller:
                 self.pending = self._submit(self.cfg.learner.batch_size, self._seed(self.step + 1))
             t1 = time.perf_counter()
             batch.update(self.scorer.score(batch))
+            fill_unknown_log_q(batch, batch["log_a"])
             # Seconds the learner waited for this step's samples, and for their scores.
             batch["timing"] = {"rollout_wait_seconds": t1 - t0, "score_seconds": time.perf_counter() - t1}
         return self.world.broadcast(batch)
@@ -318,6 +328,7 @@ class Controller:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
         log_pi = self.world.all_gather(torch.cat(local_log_pi))
+        self._last_log_pi = log_pi
         loss = self.world.sum(loss_sum) / self.world.size
 
         # Same arithmetic as the loss, on the whole batch, for the baseline and metrics.
@@ -416,11 +427,16 @@ class Controller:
             self.load_state_dict(resume)
             if self.world.rank == 0:
                 self.scorer_set_lambdas(self.lambdas)
-                self.rollout.push_weights(self.policy.state_dict())
+                # A base/fixed proposal restarts as itself; one the policy had replaced restarts
+                # as the policy at the checkpoint (log q comes from the engine either way).
+                if self.proposal.follows_policy or self.proposal_updates:
+                    self.rollout.push_weights(self.policy.state_dict())
             return
         info = None
         if self.world.rank == 0:
             batch = self._collect(self._submit_base(seed=derive_seed(self.cfg.run.seed, BASE)))
+            if torch.isnan(batch["log_q"]).any():  # a dataset proposal without log q: q := a
+                fill_unknown_log_q(batch, self.scorer.score(batch)["log_a"])
             fit = self.scorer.fit(batch)
             batch.update(self.scorer.score(batch))
             info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}
@@ -469,6 +485,24 @@ class Controller:
                               f"{len(log_P)} samples have P(x) = 0 (a pointwise b(x) = 0); use another divergence "
                               f"(kl, js, tv, hellinger, rkl, alpha:<a> with a < 1) or a soft constraint (kind: reward)")
 
+    def maybe_update_proposal(self, batch: dict, update: bool) -> dict:
+        """GDC's adaptive proposal (``rollout.proposal_update``, fdpg_ray/proposals.py): every
+        K steps, when the policy's estimated KL(p||pi) on this step's proposal samples is below
+        the proposal's KL(p||q), push the policy's weights (just updated by this step) to the
+        rollout engines, which makes it the proposal from the next step on.  The comparison uses
+        log pi before this step's update.  Returns the metrics ``kl_p_q`` (nats) and
+        ``proposal_updates`` (count) when the rule is on, else {}."""
+        rule = self.cfg.rollout.proposal_update
+        if not rule or self.proposal.follows_policy:
+            return {}
+        kl_pi, kl_q = kl_p_pi_and_p_q(batch["log_P"], batch["log_q"], self._last_log_pi)
+        due = update and (self.step + 1) % rule.get("every", 1) == 0
+        if due and kl_pi < kl_q:
+            self.proposal_updates += 1
+            if self.world.rank == 0:
+                self.rollout.push_weights(self.policy.state_dict())
+        return {"kl_p_q": kl_q, "proposal_updates": self.proposal_updates}
+
     def scorer_set_lambdas(self, lambdas):
         self.scorer.set_lambdas(lambdas)
 
@@ -491,6 +525,7 @@ class Controller:
             evaluate = self.world.rank == 0 and (self.step % cfg.run.eval_every == 0 or not update)
             extra = self.evaluation(batch) if evaluate else {}  # before the update: row k is theta_k
             m = self.train_step(batch, update=update)
+            m.update(self.maybe_update_proposal(batch, update))
             m.update(extra)
             m.update(batch.get("timing", {}))
             m["sync_seconds"], self.last_sync_seconds = self.last_sync_seconds, 0.0
@@ -505,7 +540,8 @@ class Controller:
                 bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=f"{m['kl_p_pi']:.3f}",
                                 D=f"{m['divergence']:.3f}")
             self.step += 1
-            if update and self.world.rank == 0 and self.step % cfg.rollout.sync_every == 0:
+            if (update and self.world.rank == 0 and self.proposal.follows_policy
+                    and self.step % cfg.rollout.sync_every == 0):
                 t0 = time.perf_counter()
                 self.rollout.push_weights(self.policy.state_dict())
                 self.last_sync_seconds = time.perf_counter() - t0  # logged in the next row
@@ -514,6 +550,14 @@ class Controller:
         if bar is not None:
             bar.close()
         return rows
+
+
+def fill_unknown_log_q(batch: dict, log_a: torch.Tensor) -> None:
+    """Where a sample's log q is unknown (NaN: a dataset proposal without a log_q column),
+    take the texts to be samples of the base model: log q := log a."""
+    unknown = torch.isnan(batch["log_q"])
+    if unknown.any():
+        batch["log_q"] = torch.where(unknown, torch.as_tensor(log_a, dtype=torch.float64), batch["log_q"])
 
 
 def process_stats() -> dict:

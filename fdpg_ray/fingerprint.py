@@ -70,6 +70,13 @@ def run_inputs(cfg) -> dict[str, str]:
     out = {"model.path": _model_digest(cfg.model.path)}
     if cfg.prompts.file is not None:
         out["prompts.file"] = file_digest(cfg.prompts.file)
+    from .proposals import parse_proposal
+
+    proposal = parse_proposal(cfg.rollout.proposal)
+    if proposal.kind == "fixed":
+        out["rollout.proposal"] = _model_digest(proposal.path)
+    elif proposal.kind == "dataset":
+        out["rollout.proposal"] = file_digest(proposal.path)
     for i, c in enumerate(cfg.target.constraints):
         scorer = c.get("scorer", {}) if isinstance(c, dict) else {}
         where = f"target.constraints.{i}.scorer.path"

@@ -8,7 +8,8 @@ import torch
 
 from .config import Config
 from .controller import Controller
-from .seeding import ENGINE, derive_seed
+from .proposals import DatasetProposal, parse_proposal, rollout_model_path
+from .seeding import ENGINE, PROPOSAL_DATA, derive_seed
 
 
 class LocalRollout:
@@ -20,13 +21,13 @@ class LocalRollout:
             from actors.vllm_engine import VLLMSampler
             from .models import resolve_model_path
 
-            self.sampler = VLLMSampler(resolve_model_path(cfg.model.path), seed=engine_seed,
+            self.sampler = VLLMSampler(resolve_model_path(rollout_model_path(cfg)), seed=engine_seed,
                                        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
                                        enforce_eager=cfg.rollout.enforce_eager)
         else:
             from actors.hf_engine import HFSampler
 
-            self.sampler = HFSampler(cfg.model.path, seed=engine_seed)
+            self.sampler = HFSampler(rollout_model_path(cfg), seed=engine_seed)
         self.cfg = cfg
 
     def submit(self, prompt_ids, n, seed):
@@ -53,5 +54,8 @@ def build_local(cfg: Config, sink=None):
         from .toy import ExactTask
 
         exact = ExactTask(scorer.base, scorer.log_P_of_texts)
-    controller = Controller(cfg, model, tokenizer, rollout=LocalRollout(cfg), scorer=scorer, sink=sink, exact=exact)
+    proposal = parse_proposal(cfg.rollout.proposal)
+    rollout = (DatasetProposal(proposal.path, tokenizer, derive_seed(cfg.run.seed, PROPOSAL_DATA))
+               if proposal.kind == "dataset" else LocalRollout(cfg))
+    controller = Controller(cfg, model, tokenizer, rollout=rollout, scorer=scorer, sink=sink, exact=exact)
     return controller, scorer

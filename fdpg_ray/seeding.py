@@ -23,6 +23,7 @@ ENGINE = 3        # a rollout engine's own global seed: derive_seed(run.seed, EN
 PROMPT_ORDER = 4  # the shuffle of a prompts file
 EVAL = 5          # samples drawn by `fdpg-ray eval` (policy) ...
 EVAL_BASE = 6     # ... and of the base model it compares with
+PROPOSAL_DATA = 7  # the order in which a dataset proposal's rows are read
 
 _MASK = (1 << 63) - 1
 
