@@ -107,6 +107,9 @@ class ScorerConfig:
 class EvalConfig:
     samples: int = 128             # policy samples per evaluation
     n_texts: int = 8               # sample texts kept in metrics / printed
+    # Base-model samples kept as the fixed evaluation set of kl_p_pi_base (drawn at the start
+    # with the lambda-fit batch: max(target.fit_samples, eval.base_samples) samples of a).
+    base_samples: int = 1024
 
 
 @dataclass
@@ -313,7 +316,7 @@ def validate(cfg: Config) -> Config:
         "learner.micro_batch_size": cfg.learner.micro_batch_size, "learner.num_workers": cfg.learner.num_workers,
         "rollout.num_actors": cfg.rollout.num_actors, "rollout.temperature": cfg.rollout.temperature,
         "rollout.sync_every": cfg.rollout.sync_every, "scorer.num_actors": cfg.scorer.num_actors,
-        "scorer.batch_size": cfg.scorer.batch_size, "eval.samples": cfg.eval.samples,
+        "scorer.batch_size": cfg.scorer.batch_size, "eval.samples": cfg.eval.samples, "eval.base_samples": cfg.eval.base_samples,
         "target.fit_samples": cfg.target.fit_samples, "prompts.per_step": cfg.prompts.per_step,
         "loss.clip_log_t": cfg.loss.clip_log_t, "loss.chunk_size": cfg.loss.chunk_size,
     }

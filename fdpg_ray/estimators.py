@@ -161,9 +161,25 @@ def kish_ess(log_w) -> float:
     return math.exp(2 * torch.logsumexp(lw, 0).item() - torch.logsumexp(2 * lw, 0).item())
 
 
+# kl_pi_a_k3 = kl_pi_a + (mean a/q - 1) - (mean pi/q - 1): k3 is off by about (a_mass - 1)
+# nats when the samples miss (or over-weight) regions where a has mass; flagged beyond this.
+MAX_MASS_ERROR = 0.1
+
+
 def ess_too_small(ess: float) -> bool:
-    """The flagging rule: ESS < MIN_ESS (NaN counts as too small)."""
+    """ESS < MIN_ESS (NaN counts as too small)."""
     return not ess >= MIN_ESS
+
+
+def untrusted(m: dict, key: str) -> bool:
+    """The flagging rule for estimate ``key`` of a metrics row ``m`` (docs/design.md, "Metrics"):
+    its ESS is below :data:`MIN_ESS`; for kl_pi_a_k3 also |kl_pi_a_k3_a_mass - 1| >
+    :data:`MAX_MASS_ERROR` (its bias is about that many nats)."""
+    ess = m.get(f"{key}_ess")
+    if ess is not None and ess_too_small(ess):
+        return True
+    mass = m.get("kl_pi_a_k3_a_mass") if key == "kl_pi_a_k3" else None
+    return mass is not None and not abs(mass - 1.0) <= MAX_MASS_ERROR
 
 
 def _plain(terms: torch.Tensor, dlogz: torch.Tensor | None, log_Z_se: torch.Tensor | None,
@@ -186,7 +202,7 @@ def _plain(terms: torch.Tensor, dlogz: torch.Tensor | None, log_Z_se: torch.Tens
 
 
 def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence | None = None,
-               log_Z_se=None, contexts: Sequence[str] | None = None) -> dict:
+               log_Z_se=None, contexts: Sequence[str] | None = None, p_has_zeros: bool = False) -> dict:
     """Importance-sampled divergences between p = P/Z and pi from n samples x ~ q, each with
     its standard error (``<name>_se``) and Kish effective sample size (``<name>_ess``).
 
@@ -207,12 +223,25 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
     f*(0) = lim_{t->inf} f(t)/t (:attr:`Divergence.f_star_zero`): the mass of pi where p = 0
     counts.  Where f*(0) = +inf (rkl, chi2, alpha > 1) one sample with p = 0 < pi makes the
     estimate +inf, which is then certain rather than estimated: its SE is reported as NaN.
+    ``p_has_zeros``: P(x) = 0 is known to happen (a sample of the run, e.g. of the base batch,
+    had it); a softmax policy gives every x pi(x) > 0, so D_f = +inf for those divergences
+    even when no sample of this batch has P = 0 (once pi concentrates on p's support, none
+    will, and the sample mean would read finite).
+
+    ``kl_pi_a_k3_a_mass`` = (1/n) sum_i a/q is the share of a's mass that the samples reach
+    (its expectation is 1 for a softmax proposal).  k3 = plain + (that - 1) - (mean v - 1):
+    when pi has moved off regions where a has mass, the samples miss them, the a-mass reads
+    below 1 and k3 is too low by about the shortfall, with an SE that does not show it
+    (flagged by :func:`untrusted`).  The metrics of p from policy samples have the same blind
+    spot (p's mass where pi no longer samples) and no such check: use kl_p_pi_base.
 
     SE: sd(t)/sqrt(n) for the i.i.d. mean, plus, for the metrics that depend on Z, the
     delta-method term (d estimate / d log Z_c)^2 SE(log Z_c)^2 for Z_hat's own error.
     ESS: Kish (sum w)^2 / sum w^2 of w = P/q for the metrics of p (kl_p_pi, tv_p_pi, js_p_pi,
-    divergence: the heavy-tailed weights; v = pi/q is ~1 on-policy) and of w = pi/q for
-    kl_pi_a and kl_pi_a_k3.  Below :data:`MIN_ESS` an estimate is not to be trusted.
+    divergence: the heavy-tailed weights; v = pi/q is ~1 on-policy), of w = pi/q for kl_pi_a,
+    and of w = a/q for kl_pi_a_k3 (its heavy-tailed term: far from a, a/pi is huge where pi is
+    small and rarely sampled, and k3 then reads low with a deceptively small SE).  Below
+    :data:`MIN_ESS` an estimate is not to be trusted.
 
     Samples whose log Z is -inf (a context with Z_hat = 0, where p is undefined) are left out;
     if that leaves none, every value but kl_pi_a(_k3) (which do not involve p) is NaN.
@@ -226,10 +255,13 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
         plain = _xlogy_weighted(log_v_all, log_pi - la)
         k3 = torch.where(log_v_all == -math.inf, torch.zeros_like(plain),
                          (torch.exp(la - log_q) - torch.exp(log_v_all) + plain).clamp_min(0.0))
-        ess_v = kish_ess(log_v_all)
-        for name, terms in (("kl_pi_a", plain), ("kl_pi_a_k3", k3)):
+        # k3's heavy part is a/q (an importance-sampling estimate of sum a = 1 under q): far from
+        # a, a/pi is huge where pi is small and rarely sampled, so k3 is then typically too low
+        # while its sample SE looks fine; the Kish ESS of a/q is what reveals it.
+        for name, terms, ess in (("kl_pi_a", plain, kish_ess(log_v_all)), ("kl_pi_a_k3", k3, kish_ess(la - log_q))):
             out[name], out[f"{name}_se"] = _plain(terms, None, None, None)
-            out[f"{name}_ess"] = ess_v
+            out[f"{name}_ess"] = ess
+        out["kl_pi_a_k3_a_mass"] = torch.exp(la - log_q).mean().item() if len(la) else math.nan
     n_all = len(log_pi)
     log_Z = torch.broadcast_to(_t64(log_Z), log_pi.shape)
     keep = torch.isfinite(log_Z)
@@ -255,10 +287,16 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
         pos = log_P > -math.inf
         u = torch.where(pos, log_pi - log_p, torch.zeros_like(log_p))
         f, r = divergence.f(u), divergence.pseudo_reward(u)
-        at_zero = v * divergence.f_star_zero if math.isfinite(divergence.f_star_zero) else \
-            torch.where(v > 0, torch.full_like(v, math.inf), torch.zeros_like(v))
+        if math.isfinite(divergence.f_star_zero):
+            at_zero = v * divergence.f_star_zero
+        elif p_has_zeros:
+            at_zero = torch.full_like(v, math.inf)  # pi(p = 0) > 0 for a softmax policy
+        else:
+            at_zero = torch.where(v > 0, torch.full_like(v, math.inf), torch.zeros_like(v))
         terms = torch.where(pos, torch.where(rho > 0, rho * f, torch.zeros_like(f)), at_zero)
         dlogz = torch.where(pos & (rho > 0), -(rho * f + v * r), torch.zeros_like(f))
+        if p_has_zeros and not math.isfinite(divergence.f_star_zero):
+            terms = torch.full_like(terms, math.inf)
         specs.append(("divergence", divergence.report_scale * terms, divergence.report_scale * dlogz))
     for name, terms, dlogz in specs:
         if len(terms) == 0:
@@ -292,7 +330,7 @@ def mis_kl_p_pi(log_P, log_pi, log_a, from_policy, contexts: Sequence[str] | Non
     (SE^2 = sum_c SE_c^2 / C^2); a context none of whose samples has P > 0 is left out
     (``contexts`` counts those used).  ESS is the sum over contexts of the Kish ESS of w.
 
-    Returns {"kl_p_pi", "kl_p_pi_se", "kl_p_pi_ess", "log_z", "log_z_se", "contexts"} (nats).
+    Returns {"kl_p_pi", "kl_p_pi_se", "kl_p_pi_ess", "log_z", "log_z_se", "log_z_ess", "contexts"} (nats).
     """
     log_P, log_pi, log_a = _t64(log_P), _t64(log_pi), _t64(log_a)
     from_policy = torch.as_tensor(from_policy, dtype=torch.bool)
@@ -334,6 +372,6 @@ def mis_kl_p_pi(log_P, log_pi, log_a, from_policy, contexts: Sequence[str] | Non
     C = len(kls)
     if C == 0:
         return {"kl_p_pi": math.nan, "kl_p_pi_se": math.nan, "kl_p_pi_ess": 0.0, "log_z": -math.inf,
-                "log_z_se": math.nan, "contexts": 0}
+                "log_z_se": math.nan, "log_z_ess": 0.0, "contexts": 0}
     return {"kl_p_pi": sum(kls) / C, "kl_p_pi_se": math.sqrt(sum(kl_vars)) / C, "kl_p_pi_ess": ess,
-            "log_z": sum(lzs) / C, "log_z_se": math.sqrt(sum(lz_vars)) / C, "contexts": C}
+            "log_z": sum(lzs) / C, "log_z_se": math.sqrt(sum(lz_vars)) / C, "log_z_ess": ess, "contexts": C}

@@ -87,6 +87,12 @@ def test_k3_estimator_of_kl_pi_a_is_never_negative_and_exact_on_the_full_space()
         negative += m["kl_pi_a"] < 0
         assert m["kl_pi_a_k3"] >= 0
     assert negative > 10
+    # far from a, k3's weights a/pi are heavy-tailed: its ESS (of a/q) says so, the plain one's does not
+    far = torch.tensor([0.97, 0.01, 0.01, 0.01], dtype=torch.float64)
+    a2 = torch.tensor([0.01, 0.33, 0.33, 0.33], dtype=torch.float64)
+    idx = torch.multinomial(far, 200, replacement=True, generator=gen)
+    m = is_metrics(torch.zeros(200), 0.0, far.log()[idx], far.log()[idx], a2.log()[idx])
+    assert m["kl_pi_a_ess"] == pytest.approx(200) and m["kl_pi_a_k3_ess"] < 30
 
 
 def test_kish_ess():
