@@ -17,7 +17,8 @@ from .estimators import is_metrics, untrusted
 
 # estimate key -> exact key (the run's divergence and the extra ones are added per run)
 PAIRS = {"kl_p_pi": "exact_kl", "tv_p_pi": "exact_tv", "js_p_pi": "exact_js", "kl_pi_a": "exact_kl_pi_a",
-         "kl_pi_a_k3": "exact_kl_pi_a", "kl_p_pi_base": "exact_kl", "log_z_hat": "exact_log_z",
+         "kl_pi_a_k3": "exact_kl_pi_a", "kl_p_pi_base": "exact_kl", "kl_p_pi_base_only": "exact_kl",
+         "log_z_hat": "exact_log_z",
          "log_z_base": "exact_log_z"}
 EXTRA_DIVERGENCES = ("kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2")
 
@@ -39,6 +40,10 @@ def measure(controller, divergences=EXTRA_DIVERGENCES) -> dict:
                        log_Z_se=log_Z_se, contexts=contexts, p_has_zeros=controller.p_has_zeros(batch))
         key = f"divergence[{name}]"
         m[key], m[f"{key}_se"], m[f"{key}_ess"] = d["divergence"], d["divergence_se"], d["divergence_ess"]
+    if controller.base_batch is not None:  # base samples alone, for comparison with the pooled estimate
+        alone = controller.kl_p_pi_on_base_samples(None)
+        m.update({f"kl_p_pi_base_only{k.removeprefix('kl_p_pi_base')}": v for k, v in alone.items()
+                  if k.startswith("kl_p_pi_base")})
     m.update(controller.exact.metrics(controller.policy, extra=tuple(divergences)))
     controller.step += 1
     return m

@@ -220,3 +220,37 @@ def test_mis_contexts_are_averaged_uniformly_and_empty_ones_left_out():
     m = mis_kl_p_pi(log_P, pi.log()[x], a.log()[x], torch.zeros(12, dtype=torch.bool), ctx)
     only_u = mis_kl_p_pi(P.log(), pi.log(), a.log(), torch.zeros(6, dtype=torch.bool))
     assert m["contexts"] == 1 and m["kl_p_pi"] == pytest.approx(only_u["kl_p_pi"])
+
+
+def test_infinite_divergences_stay_infinite_once_p_zero_has_been_seen():
+    # pi concentrated on p's support: no sample has P = 0, yet pi (a softmax) puts mass where
+    # p = 0, so rkl, chi2 and alpha > 1 are +inf; the finite-f*(0) ones stay estimated.
+    log_P = torch.log(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    log_pi = torch.log(torch.tensor([0.3, 0.6], dtype=torch.float64))
+    for name in ALL:
+        seen = is_metrics(log_P, math.log(3.0), log_pi, log_pi, divergence=get_divergence(name), p_has_zeros=True)
+        unseen = is_metrics(log_P, math.log(3.0), log_pi, log_pi, divergence=get_divergence(name))
+        assert math.isfinite(unseen["divergence"])
+        if math.isinf(F_STAR[name]):
+            assert seen["divergence"] == math.inf and math.isnan(seen["divergence_se"])
+        else:
+            assert seen["divergence"] == unseen["divergence"]
+
+
+def test_untrusted_estimates_are_flagged_in_the_progress_bar_and_the_summary(tmp_path):
+    import pandas as pd
+
+    from fdpg_ray.controller import flagged
+    from fdpg_ray.report import before_after_text
+
+    good = {"step": 0, "alignment": 0.1, "kl_p_pi": 1.0, "kl_p_pi_se": 0.1, "kl_p_pi_ess": 200.0,
+            "kl_pi_a": 0.0, "kl_pi_a_se": 0.0, "kl_pi_a_ess": 64.0, "kl_pi_a_k3": 0.0, "kl_pi_a_k3_a_mass": 1.0}
+    bad = dict(good, step=5, kl_p_pi=0.2, kl_p_pi_ess=12.0, kl_pi_a_k3_a_mass=0.5)
+    assert flagged(good, "kl_p_pi") == "1.000" and flagged(bad, "kl_p_pi") == "0.200?"
+    assert flagged(good, "kl_pi_a_k3") == "0.000" and flagged(bad, "kl_pi_a_k3") == "0.000?"
+    pd.DataFrame([good, bad]).to_csv(tmp_path / "metrics.csv", index=False)
+    text = before_after_text(tmp_path)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert "1.0000 ± 0.1000" in lines["kl_p_pi"] and lines["kl_p_pi"].rstrip().endswith("0.2000 ± 0.1000 ?")
+    assert "?" not in lines["kl_pi_a"] and "?" not in lines["alignment"]
+    assert lines["?"].startswith("? not to be trusted: effective sample size below 30")
