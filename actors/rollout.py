@@ -13,6 +13,7 @@ import time
 import ray
 
 from fdpg_ray.config import Config
+from fdpg_ray.seeding import ENGINE, derive_seed
 
 
 @ray.remote
@@ -21,7 +22,7 @@ class RolloutActor:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.cfg = _config(cfg)
         c = self.cfg
-        seed = c.run.seed * 1009 + index
+        seed = derive_seed(c.run.seed, ENGINE, index, bits=32)  # vLLM seeds numpy with it
         if c.rollout.backend == "vllm":
             from actors.vllm_engine import VLLMSampler
             from fdpg_ray.models import resolve_model_path
@@ -91,7 +92,8 @@ class RolloutGroup:
                 nk = n // A + (1 if k < n % A else 0)
                 if nk:
                     jobs.append((k, list(range(len(prompt_ids))), nk))
-        refs = [(idx, self.actors[k].sample.remote([prompt_ids[i] for i in idx], nk, seed + 7919 * k))
+        # Each actor's share gets its own derived seed: actors never share a random stream.
+        refs = [(idx, self.actors[k].sample.remote([prompt_ids[i] for i in idx], nk, derive_seed(seed, k)))
                 for k, idx, nk in jobs]
         return refs
 

@@ -7,7 +7,9 @@ Three things f-DPG needs from the rollout engine, and how they are obtained:
 * **Independent samples.**  One request per prompt with ``SamplingParams(n=n)``;
   vLLM gives each of the ``n`` children its own RNG stream (with a ``seed`` the
   children get ``seed + index``).  A per-request ``seed`` repeated over identical
-  prompts would return identical samples, so prompt ``i`` gets ``seed + i*n``.
+  prompts would return identical samples, and seeds that differ by less than ``n``
+  share child streams, so prompt ``i`` gets the hashed seed ``derive_seed(seed, i)``
+  (:mod:`fdpg_ray.seeding`).
 * **Exactly scorable samples.**  The engine is built with
   ``logprobs_mode="processed_logprobs"`` and every request asks
   ``logprobs=0``, so vLLM returns the log-probability of each sampled token under
@@ -36,6 +38,7 @@ from typing import Any
 
 import torch
 
+from fdpg_ray.seeding import derive_seed
 from actors.weight_sync import (
     pack_state_dict,
     packed_to_wire,
@@ -274,7 +277,8 @@ class VLLMSampler:
         (``"stop"`` or ``"length"``).
 
         ``seed=None`` continues the engine's RNG stream; an integer makes the call
-        reproducible (prompt ``i``, sample ``j`` uses seed ``seed + i*n + j``).
+        reproducible: prompt ``i`` is sent with seed ``derive_seed(seed, i)`` (vLLM gives
+        its child ``j`` that plus ``j``), so calls with nearby seeds share no stream.
         """
         from vllm.inputs import TokensPrompt
 
@@ -295,7 +299,7 @@ class VLLMSampler:
                 min_tokens=int(min_new_tokens),
                 ignore_eos=bool(ignore_eos),
                 logprobs=0,
-                seed=None if seed is None else int(seed) + i * n,
+                seed=None if seed is None else derive_seed(int(seed), i),
             )
             for i in range(len(prompts))
         ]

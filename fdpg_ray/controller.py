@@ -33,6 +33,7 @@ from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, MovingBaseline, is_metrics, mis_kl_p_pi, untrusted
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
+from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
 
 # ----------------------------------------------------------------------------- world
@@ -150,7 +151,7 @@ class Controller:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.log_partition = LogPartition()
         self.baseline = MovingBaseline(cfg.loss.baseline_momentum, enabled=cfg.loss.baseline)
-        self.prompts = PromptSource(cfg, tokenizer, cfg.run.seed)
+        self.prompts = PromptSource(cfg, tokenizer, derive_seed(cfg.run.seed, PROMPT_ORDER))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.step = 0
         self.samples_seen = 0
@@ -207,7 +208,9 @@ class Controller:
 
     # ---- one step -----------------------------------------------------------------
     def _seed(self, step: int) -> int:
-        return (self.cfg.run.seed * 1_000_003 + step) % (2 ** 31)
+        """The rollout seed of step ``step``: hashed from (run.seed, step), never a neighbour of
+        another step's (see :mod:`fdpg_ray.seeding`)."""
+        return derive_seed(self.cfg.run.seed, STEP, step)
 
     def next_batch(self) -> dict:
         """Rank 0 samples and scores the batch for this step (overlapping the next rollout
@@ -417,7 +420,7 @@ class Controller:
         info = None
         if self.world.rank == 0:
             n = max(self.cfg.target.fit_samples, self.cfg.eval.base_samples)  # also kl_p_pi_base's set
-            batch = self._collect(self._submit(n, seed=(self.cfg.run.seed * 7919 + 12345) % (2 ** 31)))
+            batch = self._collect(self._submit(n, seed=derive_seed(self.cfg.run.seed, BASE)))
             fit = self.scorer.fit(batch)
             batch.update(self.scorer.score(batch))
             info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}

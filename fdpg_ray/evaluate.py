@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, load_config
+from .seeding import EVAL, EVAL_BASE, derive_seed
 
 
 def evaluate(target: str, config: str | None = None, n: int | None = None, overrides=None) -> dict:
@@ -38,14 +39,14 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     scorer = TargetScorer(cfg)
     if scorer.target.distributional:
         # lambdas: fitted on base samples exactly as at the start of training
-        base = HFSampler(cfg.model.path, seed=cfg.run.seed)
+        base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
         from .controller import make_batch
         from .models import bos_prompt_ids
 
         ids = [bos_prompt_ids(base.tokenizer, cfg.model.prompt)]
         fit_batch = make_batch(base.sample(ids, cfg.target.fit_samples, cfg.model.max_new_tokens), [cfg.model.prompt], ids)
         scorer.fit(fit_batch)
-    sampler = HFSampler(model_spec, seed=cfg.run.seed + 1)
+    sampler = HFSampler(model_spec, seed=derive_seed(cfg.run.seed, EVAL))
     from .controller import make_batch
     from .models import bos_prompt_ids
 

@@ -8,23 +8,25 @@ import torch
 
 from .config import Config
 from .controller import Controller
+from .seeding import ENGINE, derive_seed
 
 
 class LocalRollout:
     """In-process rollout with the same submit/collect/push_weights interface as the actor group."""
 
     def __init__(self, cfg: Config):
+        engine_seed = derive_seed(cfg.run.seed, ENGINE, 0, bits=32)  # as rollout actor 0's
         if cfg.rollout.backend == "vllm":
             from actors.vllm_engine import VLLMSampler
             from .models import resolve_model_path
 
-            self.sampler = VLLMSampler(resolve_model_path(cfg.model.path), seed=cfg.run.seed,
+            self.sampler = VLLMSampler(resolve_model_path(cfg.model.path), seed=engine_seed,
                                        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
                                        enforce_eager=cfg.rollout.enforce_eager)
         else:
             from actors.hf_engine import HFSampler
 
-            self.sampler = HFSampler(cfg.model.path, seed=cfg.run.seed)
+            self.sampler = HFSampler(cfg.model.path, seed=engine_seed)
         self.cfg = cfg
 
     def submit(self, prompt_ids, n, seed):
