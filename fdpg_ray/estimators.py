@@ -257,7 +257,8 @@ def is_metrics(log_P, log_Z, log_pi, log_q, log_a=None, divergence: Divergence |
                          (torch.exp(la - log_q) - torch.exp(log_v_all) + plain).clamp_min(0.0))
         # k3's heavy part is a/q (an importance-sampling estimate of sum a = 1 under q): far from
         # a, a/pi is huge where pi is small and rarely sampled, so k3 is then typically too low
-        # while its sample SE looks fine; the Kish ESS of a/q is what reveals it.
+        # while its sample SE looks fine.  The Kish ESS of a/q shows it only when such a sample
+        # was drawn; the a-mass check (kl_pi_a_k3_a_mass, see untrusted) also when none was.
         for name, terms, ess in (("kl_pi_a", plain, kish_ess(log_v_all)), ("kl_pi_a_k3", k3, kish_ess(la - log_q))):
             out[name], out[f"{name}_se"] = _plain(terms, None, None, None)
             out[f"{name}_ess"] = ess
