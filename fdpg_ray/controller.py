@@ -30,7 +30,7 @@ import torch
 from .config import Config
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
-from .estimators import LogPartition, MovingBaseline, is_metrics, mis_kl_p_pi, untrusted
+from .estimators import LogPartition, MovingBaseline, is_metrics, mis_divergence, mis_kl_p_pi, untrusted
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
@@ -375,19 +375,9 @@ class Controller:
             out.append(policy(ids, attn, comp).double().cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
-    @torch.no_grad()
-    def kl_p_pi_on_base_samples(self, batch: dict | None = None) -> dict:
-        """KL(p || pi) on the fixed set of base-model samples drawn at the start
-        (max(target.fit_samples, eval.base_samples) of them), pooled with the step's policy
-        ``batch`` when it is drawn from the current policy (:meth:`batch_is_on_policy`):
-        multiple importance sampling with the balance heuristic, proposal per context
-        q_c = (n_a a + n_pi pi) / (n_a + n_pi), self-normalised per context
-        (:func:`fdpg_ray.estimators.mis_kl_p_pi`; equation in docs/design.md).  Contexts are
-        averaged uniformly over the contexts of the base samples.
-
-        Returns kl_p_pi_base with _se and _ess, and log_z_base (the same pool's estimate of
-        log Z, mean over contexts) with _se; nats.  It is the number to compare runs by.
-        """
+    def _base_pool(self, batch: dict | None) -> tuple:
+        """(log P, log pi, log a, from_policy, contexts) of the base samples, pooled with the
+        on-policy ``batch`` (its rows whose context the base samples cover) when given."""
         b = self.base_batch
         keys = list(b["contexts"]) if self.prompts.conditional else [""] * len(b["texts"])
         log_P, log_pi, log_a = [b["log_P"]], [self._policy_log_probs(b)], [b["log_a"]]
@@ -403,10 +393,33 @@ class Controller:
                 log_a.append(batch["log_a"][rows])
                 from_policy.append(torch.ones(len(rows), dtype=torch.bool))
                 keys = keys + [batch["contexts"][i] if self.prompts.conditional else "" for i in rows]
-        out = mis_kl_p_pi(torch.cat(log_P), torch.cat(log_pi), torch.cat(log_a), torch.cat(from_policy), keys)
-        return {"kl_p_pi_base": out["kl_p_pi"], "kl_p_pi_base_se": out["kl_p_pi_se"],
-                "kl_p_pi_base_ess": out["kl_p_pi_ess"], "log_z_base": out["log_z"], "log_z_base_se": out["log_z_se"],
-                "log_z_base_ess": out["log_z_ess"]}
+        return torch.cat(log_P), torch.cat(log_pi), torch.cat(log_a), torch.cat(from_policy), keys
+
+    @torch.no_grad()
+    def kl_p_pi_on_base_samples(self, batch: dict | None = None) -> dict:
+        """KL(p || pi) on the fixed set of base-model samples drawn at the start
+        (max(target.fit_samples, eval.base_samples) of them), pooled with the step's policy
+        ``batch`` when it is drawn from the current policy (:meth:`batch_is_on_policy`):
+        multiple importance sampling with the balance heuristic, proposal per context
+        q_c = (n_a a + n_pi pi) / (n_a + n_pi), self-normalised per context
+        (:func:`fdpg_ray.estimators.mis_kl_p_pi`; equation in docs/design.md).  Contexts are
+        averaged uniformly over the contexts of the base samples.
+
+        Returns kl_p_pi_base with _se and _ess, log_z_base (the same pool's estimate of
+        log Z, mean over contexts) with _se and _ess, and tv_p_pi_base, js_p_pi_base and
+        divergence_base (the run's D_f) from the same pool (:func:`~fdpg_ray.estimators.mis_divergence`);
+        nats.  kl_p_pi_base is the number to compare runs by.
+        """
+        *pool, keys = self._base_pool(batch)
+        out = mis_kl_p_pi(*pool, keys)
+        res = {"kl_p_pi_base": out["kl_p_pi"], "kl_p_pi_base_se": out["kl_p_pi_se"],
+               "kl_p_pi_base_ess": out["kl_p_pi_ess"], "log_z_base": out["log_z"], "log_z_base_se": out["log_z_se"],
+               "log_z_base_ess": out["log_z_ess"]}
+        for name, div in (("tv_p_pi_base", get_divergence("tv")), ("js_p_pi_base", get_divergence("js")),
+                          ("divergence_base", self.divergence)):
+            d = mis_divergence(*pool, div, keys, p_has_zeros=self.p_has_zeros())
+            res.update({name: d["value"], f"{name}_se": d["se"], f"{name}_ess": d["ess"]})
+        return res
 
     # ---- the whole run --------------------------------------------------------------
     def start(self, resume: dict | None = None) -> None:

@@ -40,6 +40,14 @@ def measure(controller, divergences=EXTRA_DIVERGENCES) -> dict:
                        log_Z_se=log_Z_se, contexts=contexts, p_has_zeros=controller.p_has_zeros(batch))
         key = f"divergence[{name}]"
         m[key], m[f"{key}_se"], m[f"{key}_ess"] = d["divergence"], d["divergence_se"], d["divergence_ess"]
+    if controller.base_batch is not None:
+        from .estimators import mis_divergence
+
+        pool = controller._base_pool(batch if controller.batch_is_on_policy() else None)
+        for name in divergences:
+            d = mis_divergence(*pool[:4], get_divergence(name), pool[4], p_has_zeros=controller.p_has_zeros(batch))
+            key = f"divergence_base[{name}]"
+            m[key], m[f"{key}_se"], m[f"{key}_ess"] = d["value"], d["se"], d["ess"]
     if controller.base_batch is not None:  # base samples alone, for comparison with the pooled estimate
         alone = controller.kl_p_pi_on_base_samples(None)
         m.update({f"kl_p_pi_base_only{k.removeprefix('kl_p_pi_base')}": v for k, v in alone.items()
@@ -61,6 +69,8 @@ def compare(m: dict, divergences=EXTRA_DIVERGENCES) -> list[dict]:
     """Rows {estimate, value, se, ess, exact, z, within_3se, flagged} for one measured step."""
     pairs = dict(PAIRS)
     pairs.update({f"divergence[{n}]": f"exact_{n.replace(':', '_')}" for n in divergences})
+    pairs.update({"tv_p_pi_base": "exact_tv", "js_p_pi_base": "exact_js"})
+    pairs.update({f"divergence_base[{n}]": f"exact_{n.replace(':', '_')}" for n in divergences})
     rows = []
     for est, ex in pairs.items():
         v, se, exact = m[est], m.get(f"{est}_se", math.nan), m[ex]

