@@ -214,7 +214,12 @@ def print_summary(summary: dict) -> None:
     print()
     print(f"run: {run_dir}   divergence: {summary['divergence']}   steps: {summary['steps']}   "
           f"wall: {summary['wall_seconds']:.0f} s")
-    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    if (run_dir / "metrics.csv").is_file():
+        from .report import before_after_text
+
+        print(before_after_text(run_dir))  # with +- SE and '?' where the ESS is too small
+    else:
+        print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     samples = sorted((run_dir / "samples").glob("*.jsonl"), key=lambda p: int(p.stem))
     if samples:
         for label, path in (("before", samples[0]), ("after", samples[-1])):

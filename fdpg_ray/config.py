@@ -118,6 +118,11 @@ class ScorerConfig:
 class EvalConfig:
     samples: int = 128             # policy samples per evaluation
     n_texts: int = 8               # sample texts kept in metrics / printed
+    # Base-model samples kept as the fixed evaluation set of kl_p_pi_base (drawn at the start
+    # with the lambda-fit batch: max(target.fit_samples, eval.base_samples) samples of a).
+    # 4096: on the RLHF-like toy task (weights P/a up to e^8) the SE of kl_p_pi_base at pi = a
+    # was too small in 30% of runs at 1280 samples and in 2.5% at 4096 (docs/estimators.md).
+    base_samples: int = 4096
 
 
 @dataclass
@@ -363,7 +368,7 @@ def validate(cfg: Config) -> Config:
         "learner.micro_batch_size": cfg.learner.micro_batch_size, "learner.num_workers": cfg.learner.num_workers,
         "rollout.num_actors": cfg.rollout.num_actors, "rollout.temperature": cfg.rollout.temperature,
         "rollout.sync_every": cfg.rollout.sync_every, "scorer.num_actors": cfg.scorer.num_actors,
-        "scorer.batch_size": cfg.scorer.batch_size, "eval.samples": cfg.eval.samples,
+        "scorer.batch_size": cfg.scorer.batch_size, "eval.samples": cfg.eval.samples, "eval.base_samples": cfg.eval.base_samples,
         "target.fit_samples": cfg.target.fit_samples, "prompts.per_step": cfg.prompts.per_step,
         "loss.clip_log_t": cfg.loss.clip_log_t, "loss.chunk_size": cfg.loss.chunk_size,
     }
@@ -399,6 +404,16 @@ def validate(cfg: Config) -> Config:
     if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
         raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1], got {cfg.rollout.gpu_memory_utilization}")
     _validate_proposal(cfg)
+    if cfg.model.path == "toy" or cfg.model.path.startswith("toy:"):
+        from .toy import ToySpecError, parse_toy_spec
+
+        try:
+            toy = parse_toy_spec(cfg.model.path)
+        except ToySpecError as e:
+            raise ConfigError(str(e)) from None
+        if cfg.target.exact and cfg.model.max_new_tokens != toy.length:
+            raise ConfigError(f"model.max_new_tokens: the exact task {cfg.model.path} enumerates completions of "
+                              f"{toy.length} tokens, got {cfg.model.max_new_tokens}; set model.max_new_tokens={toy.length}")
     if not cfg.target.constraints:
         raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
     for i, c in enumerate(cfg.target.constraints):

@@ -30,7 +30,7 @@ import torch
 from .config import Config
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
-from .estimators import LogPartition, is_metrics, make_baseline
+from .estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
 from .proposals import kl_p_pi_and_p_q, parse_proposal
@@ -349,7 +349,12 @@ class Controller:
             "z_zero_contexts": self.log_partition.zero_fraction(),
             "alignment": self.alignment(batch["features"]),
         }
-        m.update(is_metrics(batch["log_P"], log_Z, log_pi, batch["log_q"], batch["log_a"], self.divergence))
+        contexts = batch["contexts"] if self.prompts.conditional else None
+        m["log_z_hat_se"] = self.log_partition.mean_log_z_se()
+        m["log_z_hat_ess"] = sum(self.log_partition.ess(k) for k in self.log_partition.count)
+        m.update(is_metrics(batch["log_P"], log_Z, log_pi, batch["log_q"], batch["log_a"], self.divergence,
+                            log_Z_se=self.log_partition.log_z_se_for(contexts, len(texts)), contexts=contexts,
+                            p_has_zeros=self.p_has_zeros(batch)))
         m.update({
             "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "distinct_3": distinct_n(texts, 3),
             "mean_length": float(np.mean([len(c) for c in batch["completion_ids"]])),
@@ -364,6 +369,14 @@ class Controller:
         for name, value in self.feature_means(batch["features"]).items():
             m[f"feature_{name}"] = value
         return m
+
+    def p_has_zeros(self, batch: dict | None = None) -> bool:
+        """Whether P(x) = 0 has been seen (base samples or ``batch``): then D_f = +inf for the
+        divergences whose f*(0) is infinite (a softmax policy puts mass everywhere)."""
+        if not getattr(self, "_p_zero_seen", False):
+            seen = [b["log_P"] for b in (self.base_batch, batch) if b is not None and "log_P" in b]
+            self._p_zero_seen = any(bool((torch.as_tensor(x) == -math.inf).any()) for x in seen)
+        return self._p_zero_seen
 
     def feature_means(self, features) -> dict[str, float]:
         return {k: float(np.mean(v)) for k, v in features.items()}
@@ -380,45 +393,80 @@ class Controller:
         divergences on the toy task."""
         extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
         if self.base_batch is not None:
-            extra["kl_p_pi_base"] = self.kl_p_pi_on_base_samples()
+            extra.update(self.kl_p_pi_on_base_samples(batch if self.batch_is_on_policy() else None))
         if self.exact is not None:
+            if hasattr(self.exact, "set_lambdas"):
+                self.exact.set_lambdas(self.lambdas)
             extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
         return extra
 
+    def batch_is_on_policy(self) -> bool:
+        """Whether a step's batch is drawn from the current policy pi_theta itself (weights
+        synced every step, no overlapped stale rollout, temperature 1), so that pi_theta is
+        its proposal density and it can join the base samples in kl_p_pi_base."""
+        r = self.cfg.rollout
+        return self.proposal.follows_policy and not r.overlap and r.sync_every == 1 and r.temperature == 1.0
+
     @torch.no_grad()
-    def kl_p_pi_on_base_samples(self) -> float:
-        """KL(p || pi) estimated with the base model a as the proposal, on the fixed set of
-        ``target.fit_samples`` samples of a drawn at the start:
-
-            KL = sum_i wbar_i [log P_i - log Z_c - log pi(x_i)],  w_i = P_i / a_i,
-
-        self-normalised per context (Z_c = mean_i w_i over that context's samples).  Unlike the
-        per-step estimate from policy samples, its weights P/a are bounded (b <= 1, exp(r/beta),
-        exp(lambda phi)), so it stays accurate as pi moves; it is the number to compare runs by.
-        """
-        b = self.base_batch
+    def _policy_log_probs(self, b: dict) -> torch.Tensor:
         policy = SequenceLogProbs(self.policy, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
         policy.eval()
         device = next(self.policy.parameters()).device
-        log_pi = []
+        out = []
         for s in range(0, len(b["texts"]), self.cfg.learner.micro_batch_size):
             e = s + self.cfg.learner.micro_batch_size
             ids, attn, comp = collate(b["prompt_ids"][s:e], b["completion_ids"][s:e], self.pad_id, device)
-            log_pi.append(policy(ids, attn, comp).double().cpu())
-        log_pi = torch.cat(log_pi)
-        log_w = b["log_P"] - b["log_q"]
-        keys = b["contexts"] if self.prompts.conditional else [""] * len(log_w)
-        total, n = 0.0, len(log_w)
-        for key in dict.fromkeys(keys):
-            idx = torch.tensor([k == key for k in keys])
-            lw = log_w[idx]
-            if not torch.isfinite(lw).any():
-                continue
-            log_z = torch.logsumexp(lw, 0) - math.log(len(lw))
-            wbar = torch.softmax(lw, 0)
-            terms = torch.where(wbar > 0, wbar * (b["log_P"][idx] - log_z - log_pi[idx]), torch.zeros_like(wbar))
-            total += terms.sum().item() * len(lw) / n
-        return total
+            out.append(policy(ids, attn, comp).double().cpu())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def _base_pool(self, batch: dict | None) -> tuple:
+        """(log P, log pi, log a, from_policy, contexts) of the base samples, pooled with the
+        on-policy ``batch`` (its rows whose context the base samples cover) when given."""
+        b = self.base_batch
+        keys = list(b["contexts"]) if self.prompts.conditional else [""] * len(b["texts"])
+        # The fixed batch's own proposal density is its log q: log a when it was drawn from a at
+        # temperature 1 (the only case in which it is pooled with policy samples), the proposal's
+        # under rollout.proposal = fixed:/dataset: (fdpg_ray/proposals.py).
+        log_P, log_pi, log_a = [b["log_P"]], [self._policy_log_probs(b)], [b["log_q"]]
+        from_policy = [torch.zeros(len(keys), dtype=torch.bool)]
+        if batch is not None:
+            based = set(keys)
+            # only contexts that the base samples cover: the estimate's contexts stay fixed
+            rows = [i for i, c in enumerate(batch["contexts"]) if (c if self.prompts.conditional else "") in based]
+            if rows:
+                sub = {k: [batch[k][i] for i in rows] for k in ("prompt_ids", "completion_ids", "texts")}
+                log_P.append(batch["log_P"][rows])
+                log_pi.append(self._policy_log_probs(sub))
+                log_a.append(batch["log_a"][rows])
+                from_policy.append(torch.ones(len(rows), dtype=torch.bool))
+                keys = keys + [batch["contexts"][i] if self.prompts.conditional else "" for i in rows]
+        return torch.cat(log_P), torch.cat(log_pi), torch.cat(log_a), torch.cat(from_policy), keys
+
+    @torch.no_grad()
+    def kl_p_pi_on_base_samples(self, batch: dict | None = None) -> dict:
+        """KL(p || pi) on the fixed set of base-model samples drawn at the start
+        (max(target.fit_samples, eval.base_samples) of them), pooled with the step's policy
+        ``batch`` when it is drawn from the current policy (:meth:`batch_is_on_policy`):
+        multiple importance sampling with the balance heuristic, proposal per context
+        q_c = (n_a a + n_pi pi) / (n_a + n_pi), self-normalised per context
+        (:func:`fdpg_ray.estimators.mis_kl_p_pi`; equation in docs/design.md).  Contexts are
+        averaged uniformly over the contexts of the base samples.
+
+        Returns kl_p_pi_base with _se and _ess, log_z_base (the same pool's estimate of
+        log Z, mean over contexts) with _se and _ess, and tv_p_pi_base, js_p_pi_base and
+        divergence_base (the run's D_f) from the same pool (:func:`~fdpg_ray.estimators.mis_divergence`);
+        nats.  kl_p_pi_base is the number to compare runs by.
+        """
+        *pool, keys = self._base_pool(batch)
+        out = mis_kl_p_pi(*pool, keys)
+        res = {"kl_p_pi_base": out["kl_p_pi"], "kl_p_pi_base_se": out["kl_p_pi_se"],
+               "kl_p_pi_base_ess": out["kl_p_pi_ess"], "log_z_base": out["log_z"], "log_z_base_se": out["log_z_se"],
+               "log_z_base_ess": out["log_z_ess"]}
+        for name, div in (("tv_p_pi_base", get_divergence("tv")), ("js_p_pi_base", get_divergence("js")),
+                          ("divergence_base", self.divergence)):
+            d = mis_divergence(*pool, div, keys, p_has_zeros=self.p_has_zeros())
+            res.update({name: d["value"], f"{name}_se": d["se"], f"{name}_ess": d["ess"]})
+        return res
 
     # ---- the whole run --------------------------------------------------------------
     def start(self, resume: dict | None = None) -> None:
@@ -459,7 +507,8 @@ class Controller:
         MIN_BASE_SAMPLES_PER_CONTEXT) samples, so that the lambda fit, the initial Z_hat_c and
         kl_p_pi_base cover every context the run trains and evaluates on (docs/design.md).
         Does not move the prompt cursor: step 0 starts at the first prompt."""
-        src, n = self.prompts, self.cfg.target.fit_samples
+        # also kl_p_pi_base's evaluation set: at least eval.base_samples of them
+        src, n = self.prompts, max(self.cfg.target.fit_samples, self.cfg.eval.base_samples)
         if not src.conditional:
             contexts, ids, per = src.texts, src.ids, n
         else:
@@ -537,8 +586,8 @@ class Controller:
             rows.append(m)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=f"{m['kl_p_pi']:.3f}",
-                                D=f"{m['divergence']:.3f}")
+                bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=flagged(m, "kl_p_pi"),
+                                D=flagged(m, "divergence"))
             self.step += 1
             if (update and self.world.rank == 0 and self.proposal.follows_policy
                     and self.step % cfg.rollout.sync_every == 0):
@@ -558,6 +607,13 @@ def fill_unknown_log_q(batch: dict, log_a: torch.Tensor) -> None:
     unknown = torch.isnan(batch["log_q"])
     if unknown.any():
         batch["log_q"] = torch.where(unknown, torch.as_tensor(log_a, dtype=torch.float64), batch["log_q"])
+
+
+def flagged(m: dict, key: str, fmt: str = ".3f") -> str:
+    """``m[key]`` formatted, with '?' appended when the estimate is not to be trusted
+    (:func:`fdpg_ray.estimators.untrusted`: ESS below 30 or a failed mass check)."""
+    value = format(m[key], fmt)
+    return value + "?" if untrusted(m, key) else value
 
 
 def process_stats() -> dict:

@@ -51,9 +51,9 @@ def build_local(cfg: Config, sink=None):
     model, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)
     exact = None
     if cfg.target.exact:
-        from .toy import ExactTask
+        from .toy import exact_task_for
 
-        exact = ExactTask(scorer.base, scorer.log_P_of_texts)
+        exact = exact_task_for(cfg, scorer)
     proposal = parse_proposal(cfg.rollout.proposal)
     rollout = (DatasetProposal(proposal.path, tokenizer, derive_seed(cfg.run.seed, PROPOSAL_DATA))
                if proposal.kind == "dataset" else LocalRollout(cfg))

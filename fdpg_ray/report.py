@@ -61,3 +61,32 @@ def before_after(run_dir: str | Path) -> pd.DataFrame:
     table = df.iloc[[0, -1]][cols].T
     table.columns = [f"before (step {int(df.step.iloc[0])})", f"after (step {int(df.step.iloc[-1])})"]
     return table
+
+
+def before_after_text(run_dir: str | Path) -> str:
+    """The before/after table as printed at the end of a run: each importance-sampled value
+    as ``estimate +- SE``, marked ``?`` when its effective sample size is below
+    :data:`fdpg_ray.estimators.MIN_ESS`, with a footnote saying why."""
+    from .estimators import MAX_MASS_ERROR, MIN_ESS, untrusted
+
+    df = pd.read_csv(Path(run_dir) / "metrics.csv")
+    table = before_after(run_dir)
+    rows = df.iloc[[0, -1]]
+    cells, flagged = {}, False
+    for col_name, (_, row) in zip(table.columns, rows.iterrows()):
+        cells[col_name] = []
+        for metric in table.index:
+            v = row[metric]
+            text = f"{v:.4f}"
+            se = row.get(f"{metric}_se")
+            if se is not None and pd.notna(se) and math.isfinite(v):
+                text += f" ± {se:.4f}"
+            if pd.notna(v) and untrusted({k: x for k, x in row.items() if pd.notna(x)}, metric):
+                text += " ?"
+                flagged = True
+            cells[col_name].append(text)
+    out = pd.DataFrame(cells, index=table.index).to_string()
+    if flagged:
+        out += (f"\n? not to be trusted: effective sample size below {MIN_ESS:.0f} (k3 also when its samples' "
+                f"share of a's mass is further than {MAX_MASS_ERROR} from 1)")
+    return out
