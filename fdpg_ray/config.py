@@ -403,6 +403,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.dtype: unknown dtype '{cfg.model.dtype}'; use float32, bfloat16 or float16")
     if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
         raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1], got {cfg.rollout.gpu_memory_utilization}")
+    if cfg.rollout.backend == "vllm" and cfg.rollout.temperature > 2:
+        # vLLM's SamplingParams refuses it, but only at the first sample, after start-up.
+        raise ConfigError(f"rollout.temperature: vLLM samples at temperatures up to 2, got {cfg.rollout.temperature}; "
+                          f"lower it or set rollout.backend=hf")
     _validate_proposal(cfg)
     if cfg.model.path == "toy" or cfg.model.path.startswith("toy:"):
         from .toy import ToySpecError, parse_toy_spec

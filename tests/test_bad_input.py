@@ -61,6 +61,7 @@ CASES = [
     ("unknown set key", ["--set", "learner.lrr=1"], "learner.lrr"),
     ("set without =", ["--set", "learner.lr"], "--set"),
     ("backend", ["--set", "rollout.backend=tgi"], "rollout.backend"),
+    ("temperature vLLM refuses", ["--set", "rollout.temperature=2.5"], "rollout.temperature"),
     ("gpu where none", ["--set", "learner.use_gpu=true"], "learner.use_gpu"),
 ]
 
