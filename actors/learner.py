@@ -64,7 +64,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     controller = Controller(
         cfg, policy, tokenizer, model=model,
-        rollout=RolloutGroup(loop_config["rollout_actors"]),
+        rollout=RolloutGroup(loop_config["rollout_actors"], weight_sync=cfg.rollout.weight_sync,
+                             bucket_mb=cfg.rollout.sync_bucket_mb,
+                             use_gpu=cfg.learner.use_gpu and cfg.rollout.gpus_per_actor > 0),
         scorer=ScorerGroup(loop_config["scorer_actors"]),
         sink=_SyncProxy(loop_config["sink"]) if rank == 0 else None,
         world=world, exact=exact,

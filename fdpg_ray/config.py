@@ -94,6 +94,8 @@ class RolloutConfig:
     sync_every: int = 1            # push weights to rollout actors every k steps
     overlap: bool = False          # sample step k+1 while step k learns (one-step stale; w corrects)
     enforce_eager: bool = True
+    weight_sync: str = "group"     # group (broadcast through a process group) | object_store (fallback)
+    sync_bucket_mb: float = 64.0   # bucket size of the weight broadcast, MiB
 
 
 @dataclass
@@ -329,6 +331,10 @@ def validate(cfg: Config) -> Config:
                           f"{cfg.learner.num_workers}; use a multiple")
     if cfg.rollout.backend not in ("vllm", "hf"):
         raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
+    if cfg.rollout.weight_sync not in ("group", "object_store"):
+        raise ConfigError(f"rollout.weight_sync: unknown value '{cfg.rollout.weight_sync}'; use group or object_store")
+    if not (isinstance(cfg.rollout.sync_bucket_mb, (int, float)) and cfg.rollout.sync_bucket_mb > 0):
+        raise ConfigError(f"rollout.sync_bucket_mb: must be > 0, got {cfg.rollout.sync_bucket_mb}; set a positive size in MiB")
     if cfg.learner.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"learner.lr_schedule: unknown schedule '{cfg.learner.lr_schedule}'; use constant or cosine")
     if cfg.learner.strategy not in ("ddp", "fsdp"):
