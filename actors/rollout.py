@@ -76,6 +76,12 @@ class RolloutActor:
         return time.perf_counter() - t0
 
 
+    def weight_timings(self) -> dict:
+        """The engine's timings of its last weight load (seconds; vLLM: ``reload_worker_s`` is
+        the worker's unpack + ``reload_weights``, ``load_call_s`` the whole engine call)."""
+        return {"reload_worker_s": getattr(self.sampler, "last_reload_s", None),
+                "load_call_s": getattr(self.sampler, "last_load_weights_s", None)}
+
     # -- weight transfer through a process group (actors/weight_group.py) -------- #
     def init_weight_group(self, master_addr, master_port, rank, world_size, backend, plan, timeout_s, group_id) -> str:
         """Join the weight-transfer group (blocks until every rank has joined)."""
