@@ -96,6 +96,12 @@ class HFSampler:
         # state_dict(keep_vars=True): the live parameters and buffers by checkpoint name,
         # tied weights (lm_head / embeddings) under both names.
         self._targets = self.model.state_dict(keep_vars=True)
+        for name, dt, shape, _, _ in self._receiver.plan.entries:
+            dst = self._targets.get(name)
+            if dst is None or tuple(dst.shape) != tuple(shape):
+                self.close_weight_group()
+                raise ValueError(f"weight push: {name!r} {tuple(shape)} does not match the rollout model "
+                                 f"({None if dst is None else tuple(dst.shape)}); push the same architecture")
 
     @torch.no_grad()
     def receive_weights(self) -> dict:

@@ -142,6 +142,7 @@ class RolloutGroup:
         self.sync = CPUWeightSync(*actors)
         self._sender = None
         self._group_id = None
+        self._aliases: set[str] = set()
         self.last_push_seconds = 0.0
         self.last_push_stats: dict = {}
 
@@ -197,6 +198,8 @@ class RolloutGroup:
 
         t0 = time.perf_counter()
         items = iter_named(named_tensors)
+        if self._sender is not None and self._aliases:
+            items = ((n, t) for n, t in items if n not in self._aliases)
         opened = False
         if self._sender is not None:
             # An actor restarted by Ray comes back outside the group: form it again.
@@ -205,6 +208,15 @@ class RolloutGroup:
                 self.close()
         if self._sender is None:
             items = [(n, t.detach()) for n, t in items]  # the plan needs every name, shape, dtype first
+            # Tied weights (lm_head = embeddings) are one tensor under two names: send it once;
+            # the engines' models are tied the same way (vLLM skips a tied lm_head anyway).
+            seen, self._aliases = set(), set()
+            for n, t in items:
+                key = (t.device, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+                if t.numel() and key in seen:
+                    self._aliases.add(n)
+                seen.add(key)
+            items = [(n, t) for n, t in items if n not in self._aliases]
             self._open(items)
             opened = True
             items = iter(items)
@@ -227,7 +239,9 @@ class RolloutGroup:
     def _open(self, items) -> None:
         from actors.weight_group import WeightGroup, WeightSender, free_port, plan_buckets
 
-        plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in items], self.bucket_bytes)
+        # Tensors of 1 MiB or more go alone, straight from the learner's memory (no copy).
+        plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in items], self.bucket_bytes,
+                            alone_bytes=min(1 << 20, self.bucket_bytes))
         addr = ray.util.get_node_ip_address()
         port = free_port()
         world = 1 + len(self.actors)  # one engine worker per actor (tensor parallel size 1)

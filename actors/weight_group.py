@@ -16,7 +16,8 @@ Protocol (one push = one broadcast per bucket, received by all engines at once):
 1. Once: the sender computes a :class:`BucketPlan` from the tensors' names, shapes
    and dtypes (:func:`plan_buckets`): tensors are laid out back to back, each at a
    64-byte aligned offset, in byte buckets of at most ``bucket_bytes`` (a tensor
-   larger than that gets a bucket of its own).  The plan (plain Python data) goes
+   at least ``alone_bytes`` gets a bucket of its own and is broadcast straight from
+   the sender's tensor, without a copy).  The plan (plain Python data) goes
    to every receiver once, with the group's address.
 2. Every push: the sender fills bucket k from the tensors as it consumes them (an
    iterable is read once, in order) and broadcasts it; receivers broadcast into
@@ -116,19 +117,28 @@ def _nbytes(dtype_name: str, shape: tuple[int, ...]) -> int:
     return n * torch.empty((), dtype=_dtype(dtype_name)).element_size()
 
 
-def plan_buckets(specs: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]], bucket_bytes: int) -> BucketPlan:
-    """Lay ``(name, dtype, shape)`` out in buckets of at most ``bucket_bytes`` bytes
-    (a tensor larger than that gets a bucket of its own), keeping the order."""
+def plan_buckets(specs: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]], bucket_bytes: int,
+                 alone_bytes: int | None = None) -> BucketPlan:
+    """Lay ``(name, dtype, shape)`` out in buckets of at most ``bucket_bytes`` bytes,
+    keeping the order.  A tensor of ``alone_bytes`` or more (default: ``bucket_bytes``)
+    gets a bucket of its own, which the sender broadcasts straight from the tensor
+    (no copy); smaller tensors are packed together."""
     if bucket_bytes <= 0:
         raise ValueError(f"bucket_bytes must be > 0, got {bucket_bytes}")
+    alone = bucket_bytes if alone_bytes is None else min(int(alone_bytes), bucket_bytes)
     entries, sizes = [], []
-    cur = None  # bytes used in the open bucket
+    cur = None  # bytes used in the open packed bucket (None: no open bucket)
     for name, dt, shape in specs:
         dn = dt if isinstance(dt, str) else _dtype_name(dt)
         shape = tuple(int(s) for s in shape)
         nb = _nbytes(dn, shape)
+        if nb >= alone:
+            sizes.append(max(nb, 1))
+            entries.append((name, dn, shape, len(sizes) - 1, 0))
+            cur = None
+            continue
         start = 0 if cur is None else -(-cur // ALIGN) * ALIGN
-        if cur is None or (start + nb > bucket_bytes and cur > 0):
+        if cur is None or start + nb > bucket_bytes:
             sizes.append(0)
             start = 0
         entries.append((name, dn, shape, len(sizes) - 1, start))
@@ -233,6 +243,7 @@ class WeightSender:
         pending = None  # (work) of the previous bucket
         for k, items in enumerate(self.plan.buckets()):
             buf = self._bufs[k % 2]
+            direct = None
             for (name, dn, shape, off) in items:
                 try:
                     got_name, t = next(it)
@@ -244,10 +255,13 @@ class WeightSender:
                                      f"expects {name!r} {shape} {dn}; names, shapes and dtypes must not change "
                                      "between pushes")
                 nb = _nbytes(dn, shape)
-                buf[off:off + nb].view(_dtype(dn)).view(shape).copy_(t.detach())
+                if len(items) == 1 and t.is_contiguous() and t.device == self.group.device and nb > 0:
+                    direct = t.detach().reshape(-1).view(torch.uint8)  # a bucket of its own: no copy
+                else:
+                    buf[off:off + nb].view(_dtype(dn)).view(shape).copy_(t.detach())
             if pending is not None:
                 pending.wait()  # bucket k-1 is out: its buffer may be refilled at k+1
-            pending = self.group.broadcast(buf[:self.plan.bucket_nbytes[k]])
+            pending = self.group.broadcast(direct if direct is not None else buf[:self.plan.bucket_nbytes[k]])
         if pending is not None:
             pending.wait()
         extra = next(it, None)

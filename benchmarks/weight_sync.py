@@ -10,7 +10,8 @@ Times are medians over ``--repeats`` pushes of the same (perturbed) float32 stat
 one warm-up push per path (the group path's first push forms the group; its cost is printed
 apart as ``open_s``).  ``--step-seconds``: the rest of a training step (rollout, scoring,
 learning) measured by a run; the sync share is then sync / (rest + sync).
-Prints one JSON line per (model, actors, path).
+Prints one JSON line per (model, actors, path); ``bytes`` is what the path moves per push
+(the group path sends a tied lm_head once, the object-store path twice).
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ def main() -> None:
     nbytes = sum(v.numel() * v.element_size() for v in sd.values())
     med = statistics.median
 
-    def emit(row):
-        row = {"model": args.model, "bytes": nbytes, **row}
+    def emit(row, moved):
+        row = {"model": args.model, "bytes": moved, **row}
         if args.step_seconds:
             row["sync_share"] = round(row["total_s"] / (args.step_seconds + row["total_s"]), 4)
-        row["s_per_GB"] = round(row["total_s"] / (nbytes / 1e9), 3)
-        row["GB_per_s"] = round(nbytes / 1e9 / row["total_s"], 3)
+        row["s_per_GB"] = round(row["total_s"] / (moved / 1e9), 3)
+        row["GB_per_s"] = round(moved / 1e9 / row["total_s"], 3)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
     for n in [int(x) for x in args.actors.split(",")]:
@@ -104,9 +105,9 @@ def main() -> None:
                 after["receive"].append(st["receive_seconds"])
                 after["receive_wait"].append(st["receive_wait_seconds"])
                 after["total"].append(group.last_push_seconds)
-        emit({"actors": n, "path": "object_store (before)", **{f"{k}_s": med(v) for k, v in before.items()}})
+        emit({"actors": n, "path": "object_store (before)", **{f"{k}_s": med(v) for k, v in before.items()}}, nbytes)
         emit({"actors": n, "path": f"group {group.backend} (after)", "bucket_mb": args.bucket_mb, "open_s": open_s,
-              **{f"{k}_s": med(v) for k, v in after.items()}})
+              **{f"{k}_s": med(v) for k, v in after.items()}}, group.last_push_stats["bytes"])
         group.close()
         for a in actors:
             ray.kill(a)

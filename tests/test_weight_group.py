@@ -38,6 +38,10 @@ def test_plan_keeps_order_aligns_and_bounds_buckets():
         assert len(bucket) == 1 or plan.bucket_nbytes[k] <= 64 * 1024
     assert plan.total_bytes == sum(t.numel() * t.element_size() for _, t in ts)
     assert BucketPlan.from_dict(plan.to_dict()) == plan
+    # alone_bytes: tensors of that size or more get buckets of their own (sent without a copy)
+    alone = plan_buckets([(n, t.dtype, t.shape) for n, t in ts], bucket_bytes=64 * 1024, alone_bytes=1024)
+    assert [[e[0] for e in b] for b in alone.buckets()] == [["wte.weight"], ["steps", "ln.bias"], ["big"],
+                                                            ["h.0.attn", "mask"]]
     with pytest.raises(ValueError, match="bucket_bytes"):
         plan_buckets([], 0)
 
@@ -69,7 +73,8 @@ def test_one_broadcast_reaches_two_receivers_bit_exact():
     q = ctx.Queue()
     port = free_port()
     first = _tensors(1)
-    plan = plan_buckets([(n, t.dtype, t.shape) for n, t in first], bucket_bytes=64 * 1024)
+    # wte and big travel straight from the sender's tensors, the rest packed in buckets
+    plan = plan_buckets([(n, t.dtype, t.shape) for n, t in first], bucket_bytes=64 * 1024, alone_bytes=1024)
     procs = [ctx.Process(target=_receiver, args=(r, port, plan.to_dict(), r == 1, q)) for r in (1, 2)]
     for p in procs:
         p.start()
