@@ -142,7 +142,6 @@ class RolloutGroup:
         self.sync = CPUWeightSync(*actors)
         self._sender = None
         self._group_id = None
-        self._aliases: set[str] = set()
         self.last_push_seconds = 0.0
         self.last_push_stats: dict = {}
 
@@ -198,8 +197,6 @@ class RolloutGroup:
 
         t0 = time.perf_counter()
         items = iter_named(named_tensors)
-        if self._sender is not None and self._aliases:
-            items = ((n, t) for n, t in items if n not in self._aliases)
         opened = False
         if self._sender is not None:
             # An actor restarted by Ray comes back outside the group: form it again.
@@ -208,15 +205,9 @@ class RolloutGroup:
                 self.close()
         if self._sender is None:
             items = [(n, t.detach()) for n, t in items]  # the plan needs every name, shape, dtype first
-            # Tied weights (lm_head = embeddings) are one tensor under two names: send it once;
-            # the engines' models are tied the same way (vLLM skips a tied lm_head anyway).
-            seen, self._aliases = set(), set()
-            for n, t in items:
-                key = (t.device, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
-                if t.numel() and key in seen:
-                    self._aliases.add(n)
-                seen.add(key)
-            items = [(n, t) for n, t in items if n not in self._aliases]
+            # Tied weights (lm_head = embeddings) are sent under both names: vLLM's layerwise
+            # reload gives a tied head that receives nothing a stale copy (measured: log q off
+            # by ~1 nat on the tiny GPT-2), so sending them once is not an option.
             self._open(items)
             opened = True
             items = iter(items)

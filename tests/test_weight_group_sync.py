@@ -64,9 +64,12 @@ def _actors(ray, backend: str, n: int, model_path: str = "bundled:gpt2-tiny", **
 
 def _plasma_mib() -> float:
     """MiB held in the Ray object store right now (all nodes)."""
+    import ray
     from ray._private.internal_api import memory_summary
 
-    m = re.search(r"Plasma memory usage (\d+) MiB", memory_summary(stats_only=True))
+    # This session's instance by address: other Ray instances may run on the same machine.
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    m = re.search(r"Plasma memory usage (\d+) MiB", summary)
     assert m, "Ray's memory summary changed format"
     return float(m.group(1))
 
