@@ -62,6 +62,8 @@ CASES = [
     ("set without =", ["--set", "learner.lr"], "--set"),
     ("backend", ["--set", "rollout.backend=tgi"], "rollout.backend"),
     ("gpu where none", ["--set", "learner.use_gpu=true"], "learner.use_gpu"),
+    ("weight sync", ["--set", "rollout.weight_sync=nccl"], "rollout.weight_sync"),
+    ("sync bucket size", ["--set", "rollout.sync_bucket_mb=0"], "rollout.sync_bucket_mb"),
 ]
 
 
