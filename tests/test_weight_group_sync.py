@@ -88,12 +88,22 @@ def _check_samples_follow(ray, actors, learner, base, prompt: list[int], seed: i
     return moved
 
 
+@pytest.fixture(scope="module")
+def vllm_actors(ray_local):
+    """Two vLLM rollout actors on the tiny model, shared by the tests (each test forms its
+    own group; joining a new group leaves the old one)."""
+    cfg, actors = _actors(ray_local, "vllm", 2)
+    yield cfg, actors
+    for a in actors:
+        ray_local.kill(a)
+
+
 @pytest.mark.parametrize("n_actors", [1, 2])
-def test_group_push_makes_vllm_actors_sample_from_the_learner(ray_local, n_actors):
+def test_group_push_makes_vllm_actors_sample_from_the_learner(ray_local, vllm_actors, n_actors):
     from actors.rollout import RolloutGroup
 
     ray = ray_local
-    cfg, actors = _actors(ray, "vllm", n_actors)
+    cfg, actors = vllm_actors[0], vllm_actors[1][:n_actors]
     group = RolloutGroup(actors, weight_sync="group", bucket_mb=0.5)  # several buckets for a 4 MB model
     base, tok = _learner(cfg.model.path, seed=0, scale=0.0)
     prompt = tok("Review:")["input_ids"]
@@ -112,19 +122,16 @@ def test_group_push_makes_vllm_actors_sample_from_the_learner(ray_local, n_actor
         assert ray.get([a.weight_group_id.remote() for a in actors]) == [group._group_id] * n_actors
     finally:
         group.close()
-        for a in actors:
-            ray.kill(a)
 
 
-def test_hf_actor_joins_the_same_group_and_object_store_fallback_still_works(ray_local):
+def test_hf_actor_joins_the_same_group_and_object_store_fallback_still_works(ray_local, vllm_actors):
     """The transformers backend receives the same broadcast as vLLM (one group, one vLLM and
     one HF actor); the object-store fallback, by contrast, does use the object store."""
     from actors.rollout import RolloutGroup
 
     ray = ray_local
     cfg, hf_actors = _actors(ray, "hf", 1)
-    _, vllm_actors = _actors(ray, "vllm", 1)
-    actors = hf_actors + vllm_actors
+    actors = hf_actors + vllm_actors[1][:1]
     base, tok = _learner(cfg.model.path, seed=0, scale=0.0)
     prompt = tok("Review:")["input_ids"]
     group = RolloutGroup(actors, weight_sync="group", bucket_mb=1.0)
@@ -142,8 +149,7 @@ def test_hf_actor_joins_the_same_group_and_object_store_fallback_still_works(ray
         assert _check_samples_follow(ray, actors, learner, base, prompt, seed=9) > 0.05
     finally:
         group.close()
-        for a in actors:
-            ray.kill(a)
+        ray.kill(hf_actors[0])
 
 
 # --------------------------------------------------------------------------- #
