@@ -45,6 +45,8 @@ models: .cache/models/gpt2-small/config.json .cache/models/gpt2-medium/config.js
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/weight_sync.py --model bundled:gpt2-tiny
+	$(BIN)/python benchmarks/weight_sync.py --model smollm2 --gpu-memory-utilization 0.5
 	$(BIN)/python benchmarks/learner.py --model bundled:gpt2-tiny --device cpu --dtype float32 --batch 16 --seq 128
 	$(MAKE) models
 	$(BIN)/python benchmarks/learner.py --model bundled:gpt2-medium --device cpu --dtype float32 --batch 16 --seq 128

@@ -87,3 +87,48 @@ class HFSampler:
     @torch.no_grad()
     def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(named_tensors, strict=False)
+
+    # -- weight transfer through a process group (actors/weight_group.py), as vLLM's worker -- #
+    def init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int,
+                          backend: str, plan: dict, timeout_s: float = 600.0) -> None:
+        """Join the weight-transfer group as rank ``rank_offset``; allocate two bucket buffers."""
+        from actors.weight_group import BucketPlan, WeightGroup, WeightReceiver
+
+        self.close_weight_group()
+        group = WeightGroup(master_addr, master_port, int(rank_offset), world_size, backend=backend,
+                            timeout_s=timeout_s)
+        self._receiver = WeightReceiver(group, BucketPlan.from_dict(plan), keep=False)
+        # state_dict(keep_vars=True): the live parameters and buffers by checkpoint name,
+        # tied weights (lm_head / embeddings) under both names.
+        self._targets = self.model.state_dict(keep_vars=True)
+        for name, dt, shape, _, _ in self._receiver.plan.entries:
+            dst = self._targets.get(name)
+            if dst is None or tuple(dst.shape) != tuple(shape):
+                self.close_weight_group()
+                raise ValueError(f"weight push: {name!r} {tuple(shape)} does not match the rollout model "
+                                 f"({None if dst is None else tuple(dst.shape)}); push the same architecture")
+
+    @torch.no_grad()
+    def receive_weights(self) -> dict:
+        """Receive one push and copy each tensor into the parameter of that name, in place."""
+        receiver = getattr(self, "_receiver", None)
+        if receiver is None:
+            raise RuntimeError("receive_weights: no weight group; call init_weight_group first")
+        targets = self._targets
+
+        def load(items):
+            for name, t in items:
+                dst = targets.get(name)
+                if dst is None:
+                    raise KeyError(f"pushed weight {name!r} is not a parameter or buffer of the rollout model")
+                dst.data.copy_(t)
+
+        total = receiver.receive(load)
+        return {"total": total, "wait": receiver.last_wait_seconds or 0.0}
+
+    def close_weight_group(self) -> None:
+        receiver = getattr(self, "_receiver", None)
+        if receiver is not None:
+            receiver.group.close()
+        self._receiver = None
+

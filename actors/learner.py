@@ -66,7 +66,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     proposal = parse_proposal(cfg.rollout.proposal)
     rollout = (DatasetProposal(proposal.path, tokenizer, derive_seed(cfg.run.seed, PROPOSAL_DATA))
-               if proposal.kind == "dataset" else RolloutGroup(loop_config["rollout_actors"]))
+               if proposal.kind == "dataset" else
+               RolloutGroup(loop_config["rollout_actors"], weight_sync=cfg.rollout.weight_sync,
+                            bucket_mb=cfg.rollout.sync_bucket_mb,
+                            use_gpu=cfg.learner.use_gpu and cfg.rollout.gpus_per_actor > 0))
     controller = Controller(
         cfg, policy, tokenizer, model=model,
         rollout=rollout,

@@ -1,14 +1,27 @@
 """Rollout actors: vLLM (or transformers) samplers behind one Ray actor interface.
 
 ``RolloutActor`` holds one sampler; ``RolloutGroup`` spreads each step's prompts over
-the actors and gathers the samples back in prompt order.  Weights travel packed, put
-in the object store once per push and read by every actor.
+the actors and gathers the samples back in prompt order.
+
+Weights (``rollout.weight_sync``):
+
+* ``group`` (default): the sender (learner rank 0, where the ``RolloutGroup`` lives)
+  and every actor's engine worker form one process group for weight transfer
+  (:mod:`actors.weight_group`: gloo on CPU, NCCL when the learner and the rollout
+  actors have GPUs); each push is one bucketed broadcast that every actor receives at
+  once and loads in place.  Weights never pass through the Ray object store; only the
+  bucket plan (names, shapes, dtypes) crosses Ray, once, when the group is formed.
+* ``object_store``: the old path, kept as a fallback (packed once, ``ray.put`` once,
+  one RPC per actor; :class:`actors.weight_sync.CPUWeightSync`).  Use it where the
+  actors cannot open a TCP connection to the learner's node (see docs/design.md).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
+import uuid
 
 import ray
 
@@ -64,6 +77,35 @@ class RolloutActor:
         return time.perf_counter() - t0
 
 
+    def weight_timings(self) -> dict:
+        """The engine's timings of its last weight load (seconds; vLLM: ``reload_worker_s`` is
+        the worker's unpack + ``reload_weights``, ``load_call_s`` the whole engine call)."""
+        return {"reload_worker_s": getattr(self.sampler, "last_reload_s", None),
+                "load_call_s": getattr(self.sampler, "last_load_weights_s", None)}
+
+    # -- weight transfer through a process group (actors/weight_group.py) -------- #
+    def init_weight_group(self, master_addr, master_port, rank, world_size, backend, plan, timeout_s, group_id) -> str:
+        """Join the weight-transfer group (blocks until every rank has joined)."""
+        self.weight_group_id_ = None
+        self.sampler.init_weight_group(master_addr, master_port, rank, world_size, backend, plan, timeout_s)
+        self.weight_group_id_ = group_id
+        return group_id
+
+    def weight_group_id(self):
+        """The group this actor has joined (None after a restart: it must join again)."""
+        return getattr(self, "weight_group_id_", None)
+
+    def receive_weights(self) -> dict:
+        """Receive one broadcast push into the engine; returns its timings (seconds)."""
+        out = self.sampler.receive_weights()
+        self.version += 1
+        return out
+
+    def close_weight_group(self) -> None:
+        self.weight_group_id_ = None
+        self.sampler.close_weight_group()
+
+
 def _config(d: dict) -> Config:
     from fdpg_ray.config import _from_dict
 
@@ -71,14 +113,38 @@ def _config(d: dict) -> Config:
 
 
 class RolloutGroup:
-    """submit/collect/push_weights over several rollout actors (the controller's rollout)."""
+    """submit/collect/push_weights over several rollout actors (the controller's rollout).
 
-    def __init__(self, actors: list):
+    Args:
+        actors: ``RolloutActor`` handles.
+        weight_sync: ``"group"`` (broadcast through a process group) or
+            ``"object_store"`` (fallback); see the module docstring.
+        bucket_mb: bucket size of the broadcast, MiB.
+        backend: ``"gloo"`` or ``"nccl"``; ``None`` picks NCCL when CUDA is available
+            here and ``use_gpu`` says the actors have GPUs, else gloo.
+        timeout_s: how long forming the group or one broadcast may take (seconds).
+    """
+
+    def __init__(self, actors: list, weight_sync: str = "group", bucket_mb: float = 64.0,
+                 backend: str | None = None, use_gpu: bool = False, timeout_s: float = 600.0):
         from actors.weight_sync import CPUWeightSync
 
+        if weight_sync not in ("group", "object_store"):
+            raise ValueError(f"rollout.weight_sync: unknown value {weight_sync!r}; use group or object_store")
         self.actors = actors
+        self.weight_sync = weight_sync
+        self.bucket_bytes = int(bucket_mb * (1 << 20))
+        if backend is None:
+            import torch
+
+            backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
+        self.backend = backend
+        self.timeout_s = timeout_s
         self.sync = CPUWeightSync(*actors)
+        self._sender = None
+        self._group_id = None
         self.last_push_seconds = 0.0
+        self.last_push_stats: dict = {}
 
     def submit(self, prompt_ids: list[list[int]], n: int, seed: int):
         A = len(self.actors)
@@ -109,9 +175,87 @@ class RolloutGroup:
         out.sort(key=lambda s: s["prompt_index"])  # stable: keeps each actor's order
         return out
 
-    def push_weights(self, state_dict) -> None:
-        """Through the weight-sync adapter (actors/weight_sync.py): packed once, put in the
-        object store once, one RPC per actor, reloaded in place by each engine."""
+    def push_weights(self, named_tensors) -> None:
+        """Make every actor sample from ``named_tensors`` (a Mapping such as
+        ``state_dict()``, or an iterable of (name, tensor) pairs, read once in order;
+        full, unsharded tensors) from its next request on.  Blocking.  Seconds spent in
+        ``last_push_seconds``; a breakdown in ``last_push_stats``."""
         t0 = time.perf_counter()
-        self.sync.push({k: v.detach().cpu() for k, v in state_dict.items()})
+        if self.weight_sync == "object_store":
+            from actors.weight_group import iter_named
+
+            self.sync.push({k: v.detach().cpu() for k, v in iter_named(named_tensors)})
+            self.last_push_stats = {"seconds": self.sync.last_push_s}
+        else:
+            self._push_group(named_tensors)
         self.last_push_seconds = time.perf_counter() - t0
+
+    # -- the process-group path ---------------------------------------------------- #
+    def _push_group(self, named_tensors) -> None:
+        from collections.abc import Mapping
+
+        from actors.weight_group import iter_named
+
+        t0 = time.perf_counter()
+        items = iter_named(named_tensors)
+        opened = False
+        if self._sender is not None:
+            # An actor restarted by Ray comes back outside the group: form it again.
+            ids = ray.get([a.weight_group_id.remote() for a in self.actors])
+            if any(i != self._group_id for i in ids):
+                self.close()
+        if self._sender is None:
+            items = [(n, t.detach()) for n, t in items]  # the plan needs every name, shape, dtype first
+            # Tied weights (lm_head = embeddings) are sent under both names: vLLM's layerwise
+            # reload gives a tied head that receives nothing a stale copy (measured: log q off
+            # by ~1 nat on the tiny GPT-2), so sending them once is not an option.
+            self._open(items)
+            opened = True
+            items = iter(items)
+        t1 = time.perf_counter()
+        refs = [a.receive_weights.remote() for a in self.actors]
+        try:
+            self._sender.send(items)
+            stats = ray.get(refs)
+        except Exception:
+            self.close()  # a half-done broadcast leaves the group unusable; the next push forms a new one
+            if isinstance(named_tensors, Mapping) and not opened:
+                return self._push_group(named_tensors)  # once more, through a fresh group
+            raise
+        self.last_push_stats = {
+            "seconds": time.perf_counter() - t0, "open_seconds": t1 - t0 if opened else 0.0,
+            "send_seconds": self._sender.last_seconds, "bytes": self._sender.plan.total_bytes,
+            "receive_seconds": max(s["total"] for s in stats), "receive_wait_seconds": max(s["wait"] for s in stats),
+        }
+
+    def _open(self, items) -> None:
+        from actors.weight_group import WeightGroup, WeightSender, free_port, plan_buckets
+
+        # Tensors of 1 MiB or more go alone, straight from the learner's memory (no copy).
+        plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in items], self.bucket_bytes,
+                            alone_bytes=min(1 << 20, self.bucket_bytes))
+        addr = ray.util.get_node_ip_address()
+        port = free_port()
+        world = 1 + len(self.actors)  # one engine worker per actor (tensor parallel size 1)
+        group_id = uuid.uuid4().hex
+        refs = [a.init_weight_group.remote(addr, port, 1 + i, world, self.backend, plan.to_dict(), self.timeout_s,
+                                           group_id) for i, a in enumerate(self.actors)]
+        # The rendezvous blocks until every rank joins: run it beside a watch on the
+        # actors, so that an actor that fails to join raises here at once.
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        fut = pool.submit(WeightGroup, addr, port, 0, world, self.backend, self.timeout_s)
+        pool.shutdown(wait=False)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, timeout=0.5)
+            ray.get(done)  # raises the actor's error
+        group = fut.result(timeout=self.timeout_s)
+        self._sender = WeightSender(group, plan)
+        self._group_id = group_id
+
+    def close(self) -> None:
+        """Leave the weight-transfer group (the actors leave it at their next join)."""
+        if self._sender is not None:
+            self._sender.group.close()
+        self._sender = None
+        self._group_id = None

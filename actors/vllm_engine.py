@@ -134,6 +134,43 @@ class FdpgWorkerExtension:
         reload(weights_iterator=iter(named.items()))
         return time.perf_counter() - t0
 
+    # -- weight transfer through a process group (actors/weight_group.py) ------- #
+    def fdpg_init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int,
+                               backend: str, plan: dict, timeout_s: float = 600.0) -> float:
+        """Join the weight-transfer group as rank ``rank_offset + worker rank`` and
+        allocate receive buffers for ``plan`` (:class:`actors.weight_group.BucketPlan`
+        as a dict).  Blocks until every rank has joined; returns the seconds spent."""
+        from actors.weight_group import BucketPlan, WeightGroup, WeightReceiver
+
+        t0 = time.perf_counter()
+        self.fdpg_close_weight_group()
+        rank = int(rank_offset) + int(getattr(self, "rank", 0) or 0)
+        group = WeightGroup(master_addr, master_port, rank, world_size, backend=backend, timeout_s=timeout_s)
+        # keep=True: vLLM's layerwise reload holds a layer's tensors until the layer is
+        # complete, so bucket buffers are not reused within a push.
+        self._fdpg_receiver = WeightReceiver(group, BucketPlan.from_dict(plan), keep=True)
+        return time.perf_counter() - t0
+
+    def fdpg_receive_weights(self) -> dict:
+        """Receive one broadcast push and reload the served model from it, streaming
+        (bucket k+1 arrives while bucket k is loaded).  Returns seconds spent:
+        ``total``, ``wait`` (blocked on the broadcast)."""
+        receiver = getattr(self, "_fdpg_receiver", None)
+        if receiver is None:
+            raise RuntimeError("fdpg_receive_weights: no weight group; call fdpg_init_weight_group first")
+        t0 = time.perf_counter()
+        reload = getattr(self, "reload_weights", None)
+        if reload is None:
+            reload = self.model_runner.reload_weights
+        reload(weights_iterator=receiver.stream())
+        return {"total": time.perf_counter() - t0, "wait": receiver.last_wait_seconds or 0.0}
+
+    def fdpg_close_weight_group(self) -> None:
+        receiver = getattr(self, "_fdpg_receiver", None)
+        if receiver is not None:
+            receiver.group.close()
+        self._fdpg_receiver = None
+
     def fdpg_param_checksum(self) -> float:
         """Sum of all parameters of the served model (for tests/debugging)."""
         model = self.model_runner.get_model()
@@ -379,6 +416,29 @@ class VLLMSampler:
         buffers, metadata = pack_state_dict(named_tensors)
         self.load_packed(buffers, metadata)
         self.last_load_weights_s = time.perf_counter() - t0
+
+    def init_weight_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int,
+                          backend: str, plan: dict, timeout_s: float = 600.0) -> None:
+        """Make this engine's worker(s) join the weight-transfer group (ranks from
+        ``rank_offset``); see :class:`actors.weight_group.WeightGroup`."""
+        self.llm.collective_rpc("fdpg_init_weight_group",
+                                args=(master_addr, int(master_port), int(rank_offset), int(world_size), backend,
+                                      plan, float(timeout_s)))
+
+    def receive_weights(self) -> dict:
+        """Receive one push from the weight-transfer group and reload in place; the
+        prefix cache is then reset.  Returns the worker's timings in seconds."""
+        t0 = time.perf_counter()
+        times = self.llm.collective_rpc("fdpg_receive_weights")
+        self.llm.reset_prefix_cache()
+        self.weight_version += 1
+        self.last_reload_s = max(t["total"] for t in times) if times else None
+        self.last_load_weights_s = time.perf_counter() - t0
+        return {"total": self.last_load_weights_s, "wait": max(t["wait"] for t in times) if times else 0.0}
+
+    def close_weight_group(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.collective_rpc("fdpg_close_weight_group")
 
     def param_checksum(self) -> float:
         return self.llm.collective_rpc("fdpg_param_checksum")[0]

@@ -105,6 +105,8 @@ class RolloutConfig:
     # GDC's adaptive proposal, {every: K, when: kl_improves}: every K steps the policy replaces
     # a base/fixed proposal when its estimated KL(p||pi) is below KL(p||q).  null: never.
     proposal_update: dict | None = None
+    weight_sync: str = "group"     # group (broadcast through a process group) | object_store (fallback)
+    sync_bucket_mb: float = 64.0   # bucket size of the weight broadcast, MiB
 
 
 @dataclass
@@ -395,6 +397,10 @@ def validate(cfg: Config) -> Config:
     check_counts(cfg)  # the counts of a step, together (prompts file known: again at preflight)
     if cfg.rollout.backend not in ("vllm", "hf"):
         raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
+    if cfg.rollout.weight_sync not in ("group", "object_store"):
+        raise ConfigError(f"rollout.weight_sync: unknown value '{cfg.rollout.weight_sync}'; use group or object_store")
+    if not (isinstance(cfg.rollout.sync_bucket_mb, (int, float)) and cfg.rollout.sync_bucket_mb > 0):
+        raise ConfigError(f"rollout.sync_bucket_mb: must be > 0, got {cfg.rollout.sync_bucket_mb}; set a positive size in MiB")
     if cfg.learner.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"learner.lr_schedule: unknown schedule '{cfg.learner.lr_schedule}'; use constant or cosine")
     if cfg.learner.strategy not in ("ddp", "fsdp"):

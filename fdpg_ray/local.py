@@ -37,8 +37,12 @@ class LocalRollout:
     def collect(self, handle):
         return handle
 
-    def push_weights(self, state_dict):
-        self.sampler.load_weights(state_dict)
+    def push_weights(self, named_tensors):
+        """In-process copy, no process group (the engine lives in this process; see
+        docs/design.md): a Mapping or an iterable of (name, tensor) pairs, read once."""
+        from actors.weight_group import iter_named
+
+        self.sampler.load_weights(dict(iter_named(named_tensors)))
 
 
 def build_local(cfg: Config, sink=None):

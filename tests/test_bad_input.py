@@ -63,6 +63,8 @@ CASES = [
     ("backend", ["--set", "rollout.backend=tgi"], "rollout.backend"),
     ("temperature vLLM refuses", ["--set", "rollout.temperature=2.5"], "rollout.temperature"),
     ("gpu where none", ["--set", "learner.use_gpu=true"], "learner.use_gpu"),
+    ("weight sync", ["--set", "rollout.weight_sync=nccl"], "rollout.weight_sync"),
+    ("sync bucket size", ["--set", "rollout.sync_bucket_mb=0"], "rollout.sync_bucket_mb"),
 ]
 
 
