@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 import ray
 
@@ -108,9 +109,12 @@ class RolloutGroup:
         out.sort(key=lambda s: s["prompt_index"])  # stable: keeps each actor's order
         return out
 
-    def push_weights(self, state_dict) -> None:
+    def push_weights(self, weights) -> None:
         """Through the weight-sync adapter (actors/weight_sync.py): packed once, put in the
-        object store once, one RPC per actor, reloaded in place by each engine."""
+        object store once, one RPC per actor, reloaded in place by each engine.  ``weights``:
+        a mapping or an iterable of (name, tensor) pairs, consumed once in order (under FSDP
+        each tensor is gathered from the learner's shards as it is reached)."""
         t0 = time.perf_counter()
-        self.sync.push({k: v.detach().cpu() for k, v in state_dict.items()})
+        items = weights.items() if isinstance(weights, Mapping) else weights
+        self.sync.push({k: v.detach().cpu() for k, v in items})
         self.last_push_seconds = time.perf_counter() - t0

@@ -33,6 +33,7 @@ from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, MovingBaseline, is_metrics
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
+from .parallel import drain, full_state_dict, full_weights, grad_norm_value, is_sharded, load_optimizer_state, optimizer_state
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
 
@@ -143,8 +144,13 @@ class Controller:
         self.world = world or SingleProcess()
         self.exact = exact
         self.divergence = get_divergence(cfg.divergence)
-        self.optimizer = optimizer or torch.optim.AdamW(self.model.parameters(), lr=cfg.learner.lr,
-                                                        weight_decay=cfg.learner.weight_decay)
+        # Only what trains (all of it, or a LoRA adapter) is in the optimizer and its state.
+        self.optimizer = optimizer or torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                                        lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+        # FSDP2: parameters are shards; pushes, checkpoints and evaluation gather them
+        # collectively (fdpg_ray.parallel), so every rank takes part in them.
+        self.sharded = is_sharded(self.model)
+        self._eval_copy = None
         steps = max(cfg.run.steps, 1)
         schedule = (lambda k: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))) \
             if cfg.learner.lr_schedule == "cosine" else (lambda k: 1.0)
@@ -166,6 +172,8 @@ class Controller:
 
     # ---- state (checkpoints) ------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything but the model weights.  Under FSDP the optimizer state is gathered
+        collectively: call on every rank (only rank 0's copy is complete)."""
         # With an overlapped rollout in flight, resume re-draws that batch from the restored
         # policy (on-policy) rather than losing its prompts.
         if self.pending is not None:
@@ -176,7 +184,7 @@ class Controller:
             "step": self.step, "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
             "log_partition": self.log_partition.state_dict(), "baseline": self.baseline.state_dict(),
             "prompts": prompts, "lambdas": self.lambdas,
-            "achieved_moments": self.achieved_moments, "optimizer": self.optimizer.state_dict(),
+            "achieved_moments": self.achieved_moments, "optimizer": optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "python_rng": python_rng,
             "base_batch": self.base_batch,
@@ -192,7 +200,7 @@ class Controller:
         self.prompts.rng.setstate(state["python_rng"])
         self.lambdas = state["lambdas"]
         self.achieved_moments = state["achieved_moments"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.base_batch = state.get("base_batch")
@@ -264,7 +272,7 @@ class Controller:
         for s in range(lo, hi, micro):
             e = min(s + micro, hi)
             last = e >= hi
-            sync = nullcontext() if (last or not update or not hasattr(self.model, "no_sync")) else self.model.no_sync()
+            sync = nullcontext() if (last or not update) else _no_grad_sync(self.model)
             with sync:
                 lp = self.log_pi(batch, slice(s, e), grad=update)
                 out = fdpg_loss(lp, batch["log_P"][s:e], log_Z[s:e], self.divergence, log_q=batch["log_q"][s:e],
@@ -276,7 +284,7 @@ class Controller:
             local_log_pi.append(lp.detach().double())
         grad_norm = math.nan
         if update:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.learner.max_grad_norm))
+            grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.learner.max_grad_norm))
             if math.isfinite(grad_norm):
                 self.optimizer.step()
                 self.scheduler.step()
@@ -331,18 +339,49 @@ class Controller:
         means = list(self.feature_means(features).values())
         return float(np.mean(means)) if means else math.nan
 
-    def evaluation(self, batch) -> dict:
+    def evaluation(self, batch, policy=None) -> dict:
         """Extra metrics at evaluation steps: Self-BLEU, KL(p||pi) on the base samples, exact
-        divergences on the toy task."""
+        divergences on the toy task.  ``policy``: an unsharded model to evaluate (default
+        ``self.policy``; under FSDP the copy :meth:`gathered_policy` returned)."""
+        policy = policy if policy is not None else self.policy
         extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
         if self.base_batch is not None:
-            extra["kl_p_pi_base"] = self.kl_p_pi_on_base_samples()
+            extra["kl_p_pi_base"] = self.kl_p_pi_on_base_samples(policy)
         if self.exact is not None:
-            extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
+            extra.update(self.exact.metrics(policy, extra=(self.divergence.name,)))
         return extra
 
+    def gathered_policy(self):
+        """FSDP only, collective (every rank calls it): the whole policy gathered into an
+        unsharded copy on rank 0 (returned there; None elsewhere), for the rank-0-only
+        evaluation.  It costs one full model of memory on rank 0's host."""
+        state = full_state_dict(self.policy)
+        if self.world.rank != 0:
+            return None
+        if self._eval_copy is None:
+            from transformers import AutoModelForCausalLM
+
+            dtype = next(iter(state.values())).dtype
+            self._eval_copy = AutoModelForCausalLM.from_config(self.policy.config, dtype=dtype)
+            self._eval_copy.eval()
+        self._eval_copy.load_state_dict(state)
+        return self._eval_copy
+
+    def push_weights(self) -> float:
+        """Send the policy's weights to the rollout engine (rank 0); under FSDP every rank takes
+        part in gathering them, tensor by tensor, as rank 0's push consumes them
+        (:func:`fdpg_ray.parallel.full_weights`).  A LoRA policy sends only its merged adapted
+        modules.  Returns the seconds spent."""
+        t0 = time.perf_counter()
+        weights = full_weights(self.policy, changed_only=True)
+        if self.world.rank == 0:
+            self.rollout.push_weights(weights)
+        elif self.sharded:
+            drain(weights)
+        return time.perf_counter() - t0
+
     @torch.no_grad()
-    def kl_p_pi_on_base_samples(self) -> float:
+    def kl_p_pi_on_base_samples(self, policy=None) -> float:
         """KL(p || pi) estimated with the base model a as the proposal, on the fixed set of
         ``target.fit_samples`` samples of a drawn at the start:
 
@@ -353,9 +392,10 @@ class Controller:
         exp(lambda phi)), so it stays accurate as pi moves; it is the number to compare runs by.
         """
         b = self.base_batch
-        policy = SequenceLogProbs(self.policy, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
+        lm = policy if policy is not None else self.policy
+        policy = SequenceLogProbs(lm, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
         policy.eval()
-        device = next(self.policy.parameters()).device
+        device = next(lm.parameters()).device
         log_pi = []
         for s in range(0, len(b["texts"]), self.cfg.learner.micro_batch_size):
             e = s + self.cfg.learner.micro_batch_size
@@ -383,7 +423,7 @@ class Controller:
             self.load_state_dict(resume)
             if self.world.rank == 0:
                 self.scorer_set_lambdas(self.lambdas)
-                self.rollout.push_weights(self.policy.state_dict())
+            self.push_weights()
             return
         info = None
         if self.world.rank == 0:
@@ -421,8 +461,10 @@ class Controller:
         while self.step <= cfg.run.steps:
             update = self.step < cfg.run.steps
             batch = self.next_batch()
-            evaluate = self.world.rank == 0 and (self.step % cfg.run.eval_every == 0 or not update)
-            extra = self.evaluation(batch) if evaluate else {}  # before the update: row k is theta_k
+            evaluate = self.step % cfg.run.eval_every == 0 or not update
+            eval_policy = self.gathered_policy() if (evaluate and self.sharded) else None
+            evaluate = evaluate and self.world.rank == 0
+            extra = self.evaluation(batch, eval_policy) if evaluate else {}  # before the update: row k is theta_k
             m = self.train_step(batch, update=update)
             m.update(extra)
             m.update(batch.get("timing", {}))
@@ -438,15 +480,32 @@ class Controller:
                 bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=f"{m['kl_p_pi']:.3f}",
                                 D=f"{m['divergence']:.3f}")
             self.step += 1
-            if update and self.world.rank == 0 and self.step % cfg.rollout.sync_every == 0:
-                t0 = time.perf_counter()
-                self.rollout.push_weights(self.policy.state_dict())
-                self.last_sync_seconds = time.perf_counter() - t0  # logged in the next row
+            if update and self.step % cfg.rollout.sync_every == 0:
+                self.last_sync_seconds = self.push_weights()  # logged in the next row
             if on_step is not None:
                 on_step(m, update and self.step % cfg.run.checkpoint_every == 0)
         if bar is not None:
             bar.close()
         return rows
+
+
+def _no_grad_sync(model):
+    """Skip the gradient all-reduce of a micro-batch that is not the last: DDP's ``no_sync``,
+    FSDP2's ``set_requires_gradient_sync(False)`` (restored on exit); no-op otherwise."""
+    if hasattr(model, "no_sync"):
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def off():
+            model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+        return off()
+    return nullcontext()
 
 
 def process_stats() -> dict:

@@ -4,6 +4,8 @@ as the no-Ray baseline of the end-to-end benchmark."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from .config import Config
@@ -36,8 +38,9 @@ class LocalRollout:
     def collect(self, handle):
         return handle
 
-    def push_weights(self, state_dict):
-        self.sampler.load_weights(state_dict)
+    def push_weights(self, weights):
+        """``weights``: a mapping or an iterable of (name, tensor) pairs (consumed once)."""
+        self.sampler.load_weights(dict(weights.items() if isinstance(weights, Mapping) else weights))
 
 
 def build_local(cfg: Config, sink=None):
@@ -48,6 +51,10 @@ def build_local(cfg: Config, sink=None):
     torch.manual_seed(cfg.run.seed)
     scorer = TargetScorer(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)
+    if cfg.learner.lora is not None:
+        from .lora import apply_lora
+
+        model = apply_lora(model, cfg.learner.lora)
     exact = None
     if cfg.target.exact:
         from .toy import ExactTask
