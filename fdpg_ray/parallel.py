@@ -39,12 +39,15 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu()
 
 
-def shard_policy(wrapper: torch.nn.Module, policy: torch.nn.Module) -> torch.nn.Module:
+def shard_policy(wrapper: torch.nn.Module, policy: torch.nn.Module, mp_policy=None) -> torch.nn.Module:
     """Apply FSDP2 in place: each transformer block is its own FSDP unit (its all-gather
     overlaps the previous block's compute on GPUs), then the wrapper (embeddings, final norm,
     output head; tied embeddings stay in one unit) is the root.  Needs an initialised
     default process group (gloo on CPU, NCCL on GPU).  Returns ``wrapper``, now an
     ``FSDPModule`` whose forward all-gathers and whose backward reduce-scatters gradients.
+
+    ``mp_policy``: an optional ``torch.distributed.fsdp.MixedPrecisionPolicy`` (e.g. bf16
+    parameters and compute with fp32 gradient reduction, as benchmarks/fsdp_step.py runs).
 
     Raises ValueError if no list of transformer blocks is found (GPT-2 ``transformer.h``,
     Llama-style ``model.layers``)."""
@@ -63,9 +66,10 @@ def shard_policy(wrapper: torch.nn.Module, policy: torch.nn.Module) -> torch.nn.
     if blocks is None:
         raise ValueError(f"learner.strategy: fsdp found no transformer blocks in {type(policy).__name__}; "
                          f"use learner.strategy=ddp")
+    kw = {"mp_policy": mp_policy} if mp_policy is not None else {}
     for block in blocks:
-        fully_shard(block)
-    fully_shard(wrapper)
+        fully_shard(block, **kw)
+    fully_shard(wrapper, **kw)
     return wrapper
 
 
