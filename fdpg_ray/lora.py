@@ -73,15 +73,20 @@ def _merged(layer) -> torch.Tensor:
 
 
 def merged_lora_weights(policy: torch.nn.Module, changed_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    """(base-model name, tensor) pairs of the merged policy; see
-    :func:`fdpg_ray.parallel.full_weights` (which calls this for LoRA policies)."""
+    """(base-model name, tensor) pairs of the merged policy, in ``state_dict`` order; see
+    :func:`fdpg_ray.parallel.full_weights` (which calls this for LoRA policies).
+
+    ``changed_only``: every tensor of the *parent block* of each adapted module (e.g. all of
+    ``model.layers.3.self_attn`` when q_proj and v_proj are adapted), not only the adapted
+    weights: vLLM fuses sibling projections (q/k/v into qkv_proj, gate/up into gate_up_proj)
+    and its in-place reload rebuilds a fused layer that receives part of its weights from
+    fresh memory, so k_proj must travel with q_proj (docs/design.md, "LoRA")."""
     layers = _lora_layers(policy)
-    if changed_only:
-        for name, layer in layers.items():
-            yield f"{name}.weight", _merged(layer)
-        return
+    parents = {name.rpartition(".")[0] + "." for name in layers}
     for key, t in policy.state_dict().items():
         if ".lora_" in key:
+            continue
+        if changed_only and not any(key.startswith(p) for p in parents):
             continue
         if ".base_layer." in key:
             module = key.split(".base_layer.")[0]

@@ -90,9 +90,10 @@ def full_weights(policy: torch.nn.Module, changed_only: bool = False) -> Iterato
       must exhaust the iterator** (rank 0 hands it to the rollout engine, the others drain
       it with :func:`drain`).
     * LoRA: for each adapted module, ``<module>.weight`` = W0 + (alpha/r) B A (merged, in
-      the base layer's layout, e.g. GPT-2's Conv1D (in, out)); with ``changed_only`` only those
-      merged weights (the only ones that ever change), otherwise also every frozen tensor
-      under its base name (``.base_layer.`` dropped), the adapter's own A and B left out.
+      the base layer's layout, e.g. GPT-2's Conv1D (in, out)); with ``changed_only`` only the
+      blocks holding them (the merged weights, the only ones that ever change, and their
+      siblings, which vLLM may fuse with them), otherwise also every frozen tensor under its
+      base name (``.base_layer.`` dropped); the adapter's own A and B are never sent.
 
     Shapes and dtypes are the base model's.  Raises nothing of its own.
     """

@@ -56,8 +56,11 @@ def test_merged_weights_under_base_names_reproduce_the_policy(lora_controller):
     base, _ = load_model_and_tokenizer("bundled:gpt2-tiny")
     base_sd = base.state_dict()
     changed = dict(full_weights(c.policy, changed_only=True))
-    assert sorted(changed) == sorted(f"transformer.h.{i}.attn.c_attn.weight" for i in range(c.policy.config.n_layer))
-    assert all(changed[k].shape == base_sd[k].shape and not torch.equal(changed[k], base_sd[k]) for k in changed)
+    # the attention blocks holding the adapted c_attn, nothing else
+    assert sorted(changed) == sorted(k for k in base_sd if ".attn." in k), sorted(changed)
+    assert all(changed[k].shape == base_sd[k].shape for k in changed)
+    assert {k for k in changed if not torch.equal(changed[k], base_sd[k])} == \
+        {f"transformer.h.{i}.attn.c_attn.weight" for i in range(c.policy.config.n_layer)}
     full = dict(full_weights(c.policy))
     assert sorted(full) == sorted(base_sd)  # base names only, no lora_A/B, no base_layer
     ids = torch.tensor([[0, 5, 9, 13, 2, 7, 7, 1]])
@@ -71,6 +74,24 @@ def test_merged_weights_under_base_names_reproduce_the_policy(lora_controller):
         base2, _ = load_model_and_tokenizer("bundled:gpt2-tiny")
         base2.load_state_dict(changed, strict=False)
         assert (want - base2(ids).logits).abs().max().item() < 1e-4
+
+
+def test_llama_push_carries_the_siblings_vllm_fuses():
+    """q_proj and v_proj adapted: k_proj (fused with them into vLLM's qkv_proj) and o_proj of
+    the same block travel too, the MLP does not; names and shapes are the base model's."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fdpg_ray.config import LoraConfig
+    from fdpg_ray.lora import apply_lora
+    from fdpg_ray.parallel import full_weights
+
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2))
+    shapes = {k: v.shape for k, v in base.state_dict().items()}
+    policy = apply_lora(base, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    pushed = dict(full_weights(policy, changed_only=True))
+    assert sorted(pushed) == sorted(f"model.layers.{i}.self_attn.{m}_proj.weight" for i in range(2) for m in "qkvo")
+    assert all(pushed[k].shape == shapes[k] for k in pushed)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
