@@ -1,7 +1,8 @@
 """The Ray Train learner: ``train_loop_per_worker`` for ``TorchTrainer``.
 
-Every worker builds the policy, wraps it for data parallelism (DDP, or FSDP for models
-that do not fit one device) and runs the same :class:`fdpg_ray.controller.Controller`.
+Every worker builds the policy (with a LoRA adapter when ``learner.lora`` is set), wraps it
+for data parallelism (DDP, or FSDP2 ``fully_shard`` for models that do not fit one device)
+and runs the same :class:`fdpg_ray.controller.Controller`.
 Rank 0 drives the rollout and scorer actors, whose handles arrive in the loop config,
 and writes through the run's sink actor.  Every worker calls ``ray.train.report`` once
 per step; rank 0 attaches a checkpoint every ``run.checkpoint_every`` steps.
@@ -21,7 +22,9 @@ import torch
 from actors.rollout import RolloutGroup, _config
 from actors.scorer import ScorerGroup
 from fdpg_ray.controller import Controller, SingleProcess, TorchDistributed
+from fdpg_ray.lora import adapter_state, apply_lora, load_adapter_state
 from fdpg_ray.loss import SequenceLogProbs
+from fdpg_ray.parallel import drain, full_state_dict, full_weights, shard_policy
 from fdpg_ray.models import load_model_and_tokenizer
 from fdpg_ray.proposals import DatasetProposal, parse_proposal
 from fdpg_ray.seeding import PROPOSAL_DATA, derive_seed
@@ -50,10 +53,33 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.run.seed)
 
     policy, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)
+    lora = cfg.learner.lora is not None
+    if lora:
+        policy = apply_lora(policy, cfg.learner.lora)  # only the adapter trains
+
+    # Checkpoints hold whole tensors (or the LoRA adapter alone), loaded before any wrapping;
+    # docs/design.md ("Checkpoints under FSDP").
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), weights_only=False)
+        if lora:
+            load_adapter_state(policy, state["model"])
+        else:
+            policy.load_state_dict(state["model"])
+        resume = state["controller"]
+
     # The module that computes log pi is what DDP/FSDP wraps, so its forward syncs gradients.
-    model = ray.train.torch.prepare_model(SequenceLogProbs(policy, cfg.loss.chunk_size),
-                                          parallel_strategy=cfg.learner.strategy)
-    policy = (model.module if hasattr(model, "module") else model).lm
+    wrapper = SequenceLogProbs(policy, cfg.loss.chunk_size)
+    if cfg.learner.strategy == "fsdp":
+        # FSDP2 applied here: Ray Train's prepare_model(parallel_strategy="fsdp") is FSDP1 and
+        # refuses CPU ("FSDP is only available with GPU-enabled training").
+        wrapper.to(ray.train.torch.get_device())
+        model = shard_policy(wrapper, policy)
+    else:
+        model = ray.train.torch.prepare_model(wrapper, parallel_strategy=cfg.learner.strategy)
+        policy = (model.module if hasattr(model, "module") else model).lm
     world = TorchDistributed() if ctx.get_world_size() > 1 else SingleProcess()
 
     exact = None
@@ -77,26 +103,24 @@ def train_loop_per_worker(loop_config: dict) -> None:
         sink=_SyncProxy(loop_config["sink"]) if rank == 0 else None,
         world=world, exact=exact,
     )
-
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), weights_only=False)
-        policy.load_state_dict(state["model"])
-        resume = state["controller"]
+    sharded = controller.sharded
 
     def on_step(metrics: dict, checkpoint_due: bool) -> None:
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        if checkpoint_due and rank == 0:
-            with tempfile.TemporaryDirectory() as d:
-                torch.save({"model": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
-                            "controller": controller.state_dict()}, os.path.join(d, STATE_FILE))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
+        if checkpoint_due and (rank == 0 or sharded):
+            # Under FSDP both gathers are collective: every rank takes part, rank 0 writes.
+            model_state = adapter_state(policy) if lora else full_state_dict(policy)
+            controller_state = controller.state_dict()
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as d:
+                    torch.save({"model": model_state, "controller": controller_state}, os.path.join(d, STATE_FILE))
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+                return
+        ray.train.report(metrics)
 
     controller.run(resume=resume, on_step=on_step)
+    weights = full_weights(policy)  # LoRA: merged W0 + BA under the base names
     if rank == 0:
-        state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-        ray.get(loop_config["sink"].save_model.remote(state, cfg.model.path))
+        ray.get(loop_config["sink"].save_model.remote(dict(weights), cfg.model.path))
+    elif sharded:
+        drain(weights)

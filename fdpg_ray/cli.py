@@ -196,7 +196,10 @@ def train_local(cfg, run_dir: Path) -> dict:
         record_start(cfg, run_dir)
         controller, _ = build_local(cfg, sink=sink)
         controller.run()
-        sink.save_model(controller.policy.state_dict(), cfg.model.path)
+        from .parallel import full_weights
+
+        # merged W0 + BA under the base names for a LoRA policy (fdpg_ray.lora)
+        sink.save_model(dict(full_weights(controller.policy)), cfg.model.path)
         summary = {"run_dir": str(run_dir), "divergence": cfg.divergence, "steps": cfg.run.steps,
                    "wall_seconds": time.time() - t0, "before_after": before_after(run_dir).to_dict(),
                    "final_model": str(run_dir / "final")}

@@ -74,6 +74,16 @@ class LossConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapter (peft): W = W0 + (alpha / r) B A on the ``target_modules`` (module names as
+    peft matches them, e.g. c_attn for GPT-2, q_proj/v_proj for Llama-style models)."""
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["c_attn"])
+
+
+@dataclass
 class LearnerConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -86,6 +96,7 @@ class LearnerConfig:
     max_grad_norm: float = 1.0
     lr_schedule: str = "constant"  # constant | cosine (decays to 5% of lr at run.steps)
     warmup_steps: int = 0         # linear warm-up from lr/(W+1) to lr over the first W updates
+    lora: LoraConfig | None = None  # null: full fine-tuning; else only the LoRA adapter trains
 
 
 @dataclass
@@ -405,6 +416,20 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"learner.lr_schedule: unknown schedule '{cfg.learner.lr_schedule}'; use constant or cosine")
     if cfg.learner.strategy not in ("ddp", "fsdp"):
         raise ConfigError(f"learner.strategy: unknown strategy '{cfg.learner.strategy}'; use ddp or fsdp")
+    if cfg.learner.lora is not None:
+        lora = cfg.learner.lora
+        if not lora.r > 0:
+            raise ConfigError(f"learner.lora.r: must be > 0, got {lora.r}; set a positive rank such as 8")
+        if not lora.alpha > 0:
+            raise ConfigError(f"learner.lora.alpha: must be > 0, got {lora.alpha}; set a positive value such as 16")
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"learner.lora.dropout: must be in [0, 1), got {lora.dropout}")
+        if not lora.target_modules or not all(isinstance(m, str) and m for m in lora.target_modules):
+            raise ConfigError(f"learner.lora.target_modules: expected a non-empty list of module names, got "
+                              f"{lora.target_modules!r}; e.g. [c_attn] for GPT-2, [q_proj, v_proj] for SmolLM2")
+        if cfg.learner.strategy == "fsdp":
+            raise ConfigError("learner.lora: LoRA with learner.strategy=fsdp is not supported (untested); "
+                              "use learner.strategy=ddp (the adapter is small) or learner.lora=null")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model.dtype: unknown dtype '{cfg.model.dtype}'; use float32, bfloat16 or float16")
     if not 0 < cfg.rollout.gpu_memory_utilization <= 1:

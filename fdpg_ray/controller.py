@@ -4,7 +4,7 @@ The controller knows nothing about Ray.  It is handed:
 
 * ``rollout``: ``submit(prompt_ids, n, seed) -> handle`` and ``collect(handle) -> list[dict]``
   (the samples of :class:`actors.hf_engine.HFSampler` / ``VLLMSampler``), and
-  ``push_weights(state_dict)``;
+  ``push_weights(named_tensors)`` (a Mapping or an iterable of (name, tensor) pairs);
 * ``scorer``: ``score(batch) -> {"log_a", "features", "log_P"}``, ``fit(batch) -> {"lambdas",
   "moments"}`` and ``set_lambdas`` (a :class:`~fdpg_ray.scoring.TargetScorer` or a scorer actor group);
 * ``sink``: where rows, samples, checkpoints and the final model go (:mod:`fdpg_ray.sink`);
@@ -34,6 +34,7 @@ from .estimators import LogPartition, is_metrics, make_baseline, mis_divergence,
 from .loss import SequenceLogProbs, collate, fdpg_loss
 from .models import bos_prompt_ids
 from .proposals import kl_p_pi_and_p_q, parse_proposal
+from .parallel import drain, full_state_dict, full_weights, grad_norm_value, is_sharded, load_optimizer_state, optimizer_state
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
 
@@ -174,8 +175,13 @@ class Controller:
         self.world = world or SingleProcess()
         self.exact = exact
         self.divergence = get_divergence(cfg.divergence)
-        self.optimizer = optimizer or torch.optim.AdamW(self.model.parameters(), lr=cfg.learner.lr,
-                                                        weight_decay=cfg.learner.weight_decay)
+        # Only what trains (all of it, or a LoRA adapter) is in the optimizer and its state.
+        self.optimizer = optimizer or torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                                        lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+        # FSDP2: parameters are shards; pushes, checkpoints and evaluation gather them
+        # collectively (fdpg_ray.parallel), so every rank takes part in them.
+        self.sharded = is_sharded(self.model)
+        self._eval_copy = None
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.learner.lr_schedule, cfg.run.steps,
                                             cfg.learner.warmup_steps)
         self.log_partition = LogPartition()
@@ -198,6 +204,8 @@ class Controller:
 
     # ---- state (checkpoints) ------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything but the model weights.  Under FSDP the optimizer state is gathered
+        collectively: call on every rank (only rank 0's copy is complete)."""
         # With an overlapped rollout in flight, resume re-draws that batch from the restored
         # policy (on-policy) rather than losing its prompts.
         if self.pending is not None:
@@ -208,7 +216,7 @@ class Controller:
             "step": self.step, "samples_seen": self.samples_seen, "skipped_steps": self.skipped_steps,
             "log_partition": self.log_partition.state_dict(), "baseline": self.baseline.state_dict(),
             "prompts": prompts, "lambdas": self.lambdas,
-            "achieved_moments": self.achieved_moments, "optimizer": self.optimizer.state_dict(),
+            "achieved_moments": self.achieved_moments, "optimizer": optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "python_rng": python_rng,
             "base_batch": self.base_batch,
@@ -226,7 +234,7 @@ class Controller:
         self.prompts.rng.setstate(state["python_rng"])
         self.lambdas = state["lambdas"]
         self.achieved_moments = state["achieved_moments"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.base_batch = state.get("base_batch")
@@ -308,7 +316,7 @@ class Controller:
         for s in range(lo, hi, micro):
             e = min(s + micro, hi)
             last = e >= hi
-            sync = nullcontext() if (last or not update or not hasattr(self.model, "no_sync")) else self.model.no_sync()
+            sync = nullcontext() if (last or not update) else _no_grad_sync(self.model)
             with sync:
                 lp = self.log_pi(batch, slice(s, e), grad=update)
                 out = fdpg_loss(lp, batch["log_P"][s:e], log_Z[s:e], self.divergence, log_q=batch["log_q"][s:e],
@@ -320,7 +328,7 @@ class Controller:
             local_log_pi.append(lp.detach().double())
         grad_norm = math.nan
         if update:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.learner.max_grad_norm))
+            grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.learner.max_grad_norm))
             if math.isfinite(grad_norm):
                 self.optimizer.step()
                 self.scheduler.step()
@@ -388,16 +396,18 @@ class Controller:
         means = list(self.feature_means(features).values())
         return float(np.mean(means)) if means else math.nan
 
-    def evaluation(self, batch) -> dict:
+    def evaluation(self, batch, policy=None) -> dict:
         """Extra metrics at evaluation steps: Self-BLEU, KL(p||pi) on the base samples, exact
-        divergences on the toy task."""
+        divergences on the toy task.  ``policy``: an unsharded model to evaluate (default
+        ``self.policy``; under FSDP the copy :meth:`gathered_policy` returned)."""
+        policy = policy if policy is not None else self.policy
         extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
         if self.base_batch is not None:
-            extra.update(self.kl_p_pi_on_base_samples(batch if self.batch_is_on_policy() else None))
+            extra.update(self.kl_p_pi_on_base_samples(batch if self.batch_is_on_policy() else None, policy))
         if self.exact is not None:
             if hasattr(self.exact, "set_lambdas"):
                 self.exact.set_lambdas(self.lambdas)
-            extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
+            extra.update(self.exact.metrics(policy, extra=(self.divergence.name,)))
         return extra
 
     def batch_is_on_policy(self) -> bool:
@@ -407,11 +417,43 @@ class Controller:
         r = self.cfg.rollout
         return self.proposal.follows_policy and not r.overlap and r.sync_every == 1 and r.temperature == 1.0
 
+    def gathered_policy(self):
+        """FSDP only, collective (every rank calls it): the whole policy gathered into an
+        unsharded copy on rank 0 (returned there; None elsewhere), for the rank-0-only
+        evaluation.  It costs one full model of memory on rank 0's host."""
+        state = full_state_dict(self.policy)
+        if self.world.rank != 0:
+            return None
+        if self._eval_copy is None:
+            from transformers import AutoModelForCausalLM
+
+            dtype = next(iter(state.values())).dtype
+            self._eval_copy = AutoModelForCausalLM.from_config(self.policy.config, dtype=dtype)
+            self._eval_copy.eval()
+        self._eval_copy.load_state_dict(state)
+        return self._eval_copy
+
+    def push_weights(self) -> float:
+        """Send the policy's weights to the rollout engine (rank 0); under FSDP every rank takes
+        part in gathering them, tensor by tensor, as rank 0's push consumes them
+        (:func:`fdpg_ray.parallel.full_weights`).  A LoRA policy sends only its merged adapted
+        modules.  Returns the seconds spent."""
+        t0 = time.perf_counter()
+        weights = full_weights(self.policy, changed_only=True)
+        if self.world.rank == 0:
+            self.rollout.push_weights(weights)
+        elif self.sharded:
+            drain(weights)
+        return time.perf_counter() - t0
+
     @torch.no_grad()
-    def _policy_log_probs(self, b: dict) -> torch.Tensor:
-        policy = SequenceLogProbs(self.policy, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
+    def _policy_log_probs(self, b: dict, lm=None) -> torch.Tensor:
+        """log pi(x) (nats, shape (n,)) of the rows of ``b`` under ``lm`` (an unsharded model,
+        default ``self.policy``), micro-batch by micro-batch, on rank 0."""
+        lm = lm if lm is not None else self.policy
+        policy = SequenceLogProbs(lm, self.cfg.loss.chunk_size)  # not the DDP wrapper: rank 0 only
         policy.eval()
-        device = next(self.policy.parameters()).device
+        device = next(lm.parameters()).device
         out = []
         for s in range(0, len(b["texts"]), self.cfg.learner.micro_batch_size):
             e = s + self.cfg.learner.micro_batch_size
@@ -419,7 +461,7 @@ class Controller:
             out.append(policy(ids, attn, comp).double().cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
-    def _base_pool(self, batch: dict | None) -> tuple:
+    def _base_pool(self, batch: dict | None, policy=None) -> tuple:
         """(log P, log pi, log a, from_policy, contexts) of the base samples, pooled with the
         on-policy ``batch`` (its rows whose context the base samples cover) when given."""
         b = self.base_batch
@@ -427,7 +469,7 @@ class Controller:
         # The fixed batch's own proposal density is its log q: log a when it was drawn from a at
         # temperature 1 (the only case in which it is pooled with policy samples), the proposal's
         # under rollout.proposal = fixed:/dataset: (fdpg_ray/proposals.py).
-        log_P, log_pi, log_a = [b["log_P"]], [self._policy_log_probs(b)], [b["log_q"]]
+        log_P, log_pi, log_a = [b["log_P"]], [self._policy_log_probs(b, policy)], [b["log_q"]]
         from_policy = [torch.zeros(len(keys), dtype=torch.bool)]
         if batch is not None:
             based = set(keys)
@@ -436,14 +478,14 @@ class Controller:
             if rows:
                 sub = {k: [batch[k][i] for i in rows] for k in ("prompt_ids", "completion_ids", "texts")}
                 log_P.append(batch["log_P"][rows])
-                log_pi.append(self._policy_log_probs(sub))
+                log_pi.append(self._policy_log_probs(sub, policy))
                 log_a.append(batch["log_a"][rows])
                 from_policy.append(torch.ones(len(rows), dtype=torch.bool))
                 keys = keys + [batch["contexts"][i] if self.prompts.conditional else "" for i in rows]
         return torch.cat(log_P), torch.cat(log_pi), torch.cat(log_a), torch.cat(from_policy), keys
 
     @torch.no_grad()
-    def kl_p_pi_on_base_samples(self, batch: dict | None = None) -> dict:
+    def kl_p_pi_on_base_samples(self, batch: dict | None = None, policy=None) -> dict:
         """KL(p || pi) on the fixed set of base-model samples drawn at the start
         (max(target.fit_samples, eval.base_samples) of them), pooled with the step's policy
         ``batch`` when it is drawn from the current policy (:meth:`batch_is_on_policy`):
@@ -457,7 +499,7 @@ class Controller:
         divergence_base (the run's D_f) from the same pool (:func:`~fdpg_ray.estimators.mis_divergence`);
         nats.  kl_p_pi_base is the number to compare runs by.
         """
-        *pool, keys = self._base_pool(batch)
+        *pool, keys = self._base_pool(batch, policy)
         out = mis_kl_p_pi(*pool, keys)
         res = {"kl_p_pi_base": out["kl_p_pi"], "kl_p_pi_base_se": out["kl_p_pi_se"],
                "kl_p_pi_base_ess": out["kl_p_pi_ess"], "log_z_base": out["log_z"], "log_z_base_se": out["log_z_se"],
@@ -475,10 +517,8 @@ class Controller:
             self.load_state_dict(resume)
             if self.world.rank == 0:
                 self.scorer_set_lambdas(self.lambdas)
-                # A base/fixed proposal restarts as itself; one the policy had replaced restarts
-                # as the policy at the checkpoint (log q comes from the engine either way).
-                if self.proposal.follows_policy or self.proposal_updates:
-                    self.rollout.push_weights(self.policy.state_dict())
+            if self.proposal.follows_policy or self.proposal_updates:
+                self.push_weights()  # every rank: under FSDP they gather the weights together
             return
         info = None
         if self.world.rank == 0:
@@ -546,10 +586,9 @@ class Controller:
             return {}
         kl_pi, kl_q = kl_p_pi_and_p_q(batch["log_P"], batch["log_q"], self._last_log_pi)
         due = update and (self.step + 1) % rule.get("every", 1) == 0
-        if due and kl_pi < kl_q:
+        if due and kl_pi < kl_q:  # the same decision on every rank: log pi was gathered
             self.proposal_updates += 1
-            if self.world.rank == 0:
-                self.rollout.push_weights(self.policy.state_dict())
+            self.push_weights()
         return {"kl_p_q": kl_q, "proposal_updates": self.proposal_updates}
 
     def scorer_set_lambdas(self, lambdas):
@@ -571,8 +610,10 @@ class Controller:
         while self.step <= cfg.run.steps:
             update = self.step < cfg.run.steps
             batch = self.next_batch()
-            evaluate = self.world.rank == 0 and (self.step % cfg.run.eval_every == 0 or not update)
-            extra = self.evaluation(batch) if evaluate else {}  # before the update: row k is theta_k
+            evaluate = self.step % cfg.run.eval_every == 0 or not update
+            eval_policy = self.gathered_policy() if (evaluate and self.sharded) else None
+            evaluate = evaluate and self.world.rank == 0
+            extra = self.evaluation(batch, eval_policy) if evaluate else {}  # before the update: row k is theta_k
             m = self.train_step(batch, update=update)
             m.update(self.maybe_update_proposal(batch, update))
             m.update(extra)
@@ -589,11 +630,8 @@ class Controller:
                 bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=flagged(m, "kl_p_pi"),
                                 D=flagged(m, "divergence"))
             self.step += 1
-            if (update and self.world.rank == 0 and self.proposal.follows_policy
-                    and self.step % cfg.rollout.sync_every == 0):
-                t0 = time.perf_counter()
-                self.rollout.push_weights(self.policy.state_dict())
-                self.last_sync_seconds = time.perf_counter() - t0  # logged in the next row
+            if update and self.proposal.follows_policy and self.step % cfg.rollout.sync_every == 0:
+                self.last_sync_seconds = self.push_weights()  # logged in the next row
             if on_step is not None:
                 on_step(m, update and self.step % cfg.run.checkpoint_every == 0)
         if bar is not None:
@@ -614,6 +652,25 @@ def flagged(m: dict, key: str, fmt: str = ".3f") -> str:
     (:func:`fdpg_ray.estimators.untrusted`: ESS below 30 or a failed mass check)."""
     value = format(m[key], fmt)
     return value + "?" if untrusted(m, key) else value
+
+
+def _no_grad_sync(model):
+    """Skip the gradient all-reduce of a micro-batch that is not the last: DDP's ``no_sync``,
+    FSDP2's ``set_requires_gradient_sync(False)`` (restored on exit); no-op otherwise."""
+    if hasattr(model, "no_sync"):
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def off():
+            model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+        return off()
+    return nullcontext()
 
 
 def process_stats() -> dict:

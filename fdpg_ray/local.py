@@ -4,6 +4,8 @@ as the no-Ray baseline of the end-to-end benchmark."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from .config import Config
@@ -53,6 +55,10 @@ def build_local(cfg: Config, sink=None):
     torch.manual_seed(cfg.run.seed)
     scorer = TargetScorer(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)
+    if cfg.learner.lora is not None:
+        from .lora import apply_lora
+
+        model = apply_lora(model, cfg.learner.lora)
     exact = None
     if cfg.target.exact:
         from .toy import exact_task_for
