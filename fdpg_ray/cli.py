@@ -1,4 +1,4 @@
-"""The `fdpg-ray` command: train, eval, sample, sweep, report.
+"""The `fdpg-ray` command: train, eval, sample, qrs, sweep, report.
 
 Errors in the user's input (config, paths, targets, cluster) print one line,
 ``error: <field>: <problem>; <fix>``, and exit with status 2; ``--debug`` shows the
@@ -19,9 +19,10 @@ def _user_errors():
     from .config import ConfigError
     from .data import PromptsError
     from .models import ModelError
+    from .qrs import QRSError
     from .targets import TargetError
 
-    return (ConfigError, PromptsError, ModelError, TargetError, ClusterError)
+    return (ConfigError, PromptsError, ModelError, TargetError, ClusterError, QRSError)
 
 
 def is_user_error(e: BaseException) -> bool:
@@ -64,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--debug", action="store_true")
+    q = sub.add_parser("qrs", help="quasi-rejection sampling: approximate samples of the target p itself")
+    q.add_argument("model", metavar="MODEL_OR_RUN_DIR", help="the proposal: a run directory (its final/) or any model spec")
+    q.add_argument("--config", help="config whose target to sample (default: the run's config.yaml)")
+    q.add_argument("--beta", default="auto", help="accept x with prob. min(1, P(x)/(beta q(x))); a positive number, "
+                   "or auto (default): beta for --target-acceptance, picked on --pilot separate draws")
+    q.add_argument("--target-acceptance", type=float, default=0.1, help="acceptance rate --beta auto aims at (default 0.1)")
+    q.add_argument("--pilot", type=int, default=1024, help="proposals drawn to pick beta with --beta auto (default 1024)")
+    q.add_argument("--n", type=int, default=1024, help="proposals drawn (default 1024); about n * acceptance are kept")
+    q.add_argument("--out", help="JSONL file for the accepted samples (default: none written)")
+    q.add_argument("--local", action="store_true", help="one process, no Ray (same sampling and scoring code)")
+    _add_common(q)
     sw = sub.add_parser("sweep", help="Ray Tune sweep over config fields (see configs/sweeps/)")
     sw.add_argument("sweep", help="sweep YAML")
     sw.add_argument("--resume", action="store_true", help="resume an interrupted sweep, skipping finished trials")
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries()
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "qrs": cmd_qrs,
                 "sweep": cmd_sweep, "report": cmd_report}[args.command](args)
     except Exception as e:  # noqa: BLE001 - user errors get one line, the rest a traceback
         if args.debug or not is_user_error(e):
@@ -306,6 +318,151 @@ def cmd_eval(args) -> int:
     result = evaluate(args.target, config=args.config, n=args.n, overrides=args.overrides)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def cmd_qrs(args) -> int:
+    """`fdpg-ray qrs`: quasi-rejection sampling from the config's target (fdpg_ray/qrs.py).
+
+    Proposals come from the rollout actors (vLLM or transformers, rollout.backend) and are
+    scored by the scorer actors on Ray, or by the same sampler and scorer classes in this
+    process with --local.  Prints one JSON object as its last line."""
+    from .config import ConfigError, load_config
+    from .models import resolve_model_path
+    from .qrs import QRSError
+
+    path = Path(args.model)
+    if (path / "config.yaml").is_file():  # a run directory: its final model is the proposal
+        if not (path / "final" / "config.json").is_file():
+            raise ConfigError(f"qrs: '{path}' has no final model (final/); the run did not finish; give a model instead")
+        proposal, config = str(path / "final"), args.config or str(path / "config.yaml")
+    else:
+        if not args.config:
+            raise ConfigError("--config: a bare model needs the config whose target to sample; "
+                              "usage: fdpg-ray qrs MODEL --config CONFIG.yaml --beta B --n N")
+        proposal, config = args.model, args.config
+    if str(args.beta).strip().lower() == "auto":
+        beta = None
+    else:
+        try:
+            beta = float(args.beta)
+        except ValueError:
+            raise QRSError(f"--beta: expected a positive number or auto, got {args.beta!r}") from None
+        if not (beta > 0 and beta < float("inf")):
+            raise QRSError(f"--beta: must be a positive number or auto, got {args.beta}")
+    if args.n < 2:
+        raise QRSError(f"--n: must be >= 2, got {args.n}; draw at least 2 proposals")
+    if beta is None and not 0 < args.target_acceptance < 1:
+        raise QRSError(f"--target-acceptance: must be in (0, 1), got {args.target_acceptance}; e.g. 0.1")
+    if beta is None and args.pilot < 2:
+        raise QRSError(f"--pilot: must be >= 2, got {args.pilot}; give more pilot draws")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise QRSError(f"--out: folder '{out.parent}' does not exist; create it or write elsewhere")
+    cfg = load_config(config, args.overrides)
+    if cfg.prompts.file is not None:
+        raise ConfigError("prompts.file: qrs samples unconditional targets only (one partition function Z); "
+                          "unset prompts.file (--set prompts.file=null)")
+    preflight(cfg)
+    resolve_model_path(proposal)
+    from .limits import run_contexts
+
+    run_contexts(cfg, model_path=proposal)  # prompt + max_new_tokens within the proposal's context
+    summary, rows = qrs(cfg, proposal, beta=beta, n=args.n, target_acceptance=args.target_acceptance,
+                        pilot=args.pilot, local=args.local)
+    if out is not None:
+        from .sink import atomic_write_text
+
+        atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+        summary["out"] = str(out)
+    print(json.dumps(summary))
+    return 0
+
+
+def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: float = 0.1, pilot: int = 1024,
+        local: bool = False) -> tuple[dict, list[dict]]:
+    """Build the rollout (proposal ``proposal``) and the scorer (the config's target), on Ray
+    or in this process, fit distributional lambdas on base samples if needed, and run
+    :func:`fdpg_ray.qrs.run`; exact quantities are added on enumerable tasks."""
+    import copy
+
+    from . import qrs as Q
+    from .models import bos_prompt_ids, load_model_and_tokenizer
+    from .scoring import build_target
+
+    pcfg = copy.deepcopy(cfg)
+    pcfg.model.path = proposal
+    prompt_text = cfg.model.prompt
+    exact_fn, local_scorer = None, None
+    if cfg.target.exact:
+        from .scoring import TargetScorer
+
+        local_scorer = TargetScorer(cfg)
+    started_ray, actors = False, []
+    try:
+        if local:
+            from .local import LocalRollout
+            from .scoring import TargetScorer
+
+            rollout = LocalRollout(pcfg)
+            scorer = local_scorer or TargetScorer(cfg)
+        else:
+            import ray
+
+            from actors.driver import init_ray
+            from actors.rollout import RolloutActor, RolloutGroup
+            from actors.scorer import ScorerActor, ScorerGroup
+
+            started_ray = not ray.is_initialized()
+            init_ray(cfg)
+            rollouts = [RolloutActor.options(num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor)
+                        .remote(pcfg.to_dict(), i) for i in range(cfg.rollout.num_actors)]
+            scorers = [ScorerActor.options(num_cpus=cfg.scorer.cpus_per_actor).remote(cfg.to_dict())
+                       for _ in range(cfg.scorer.num_actors)]
+            actors = rollouts + scorers
+            ray.get([a.ready.remote() for a in actors])
+            rollout, scorer = RolloutGroup(rollouts), ScorerGroup(scorers)
+        target, _ = build_target(cfg)
+        lambdas = None
+        if any(c.lam is None for c in target.distributional):
+            # as `fdpg-ray eval`: lambdas fitted on samples of the base model a (not of the proposal)
+            from actors.hf_engine import HFSampler
+
+            from .controller import make_batch
+            from .seeding import EVAL_BASE, derive_seed
+
+            base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
+            ids = [bos_prompt_ids(base.tokenizer, prompt_text)]
+            fit_batch = make_batch(base.sample(ids, cfg.target.fit_samples, cfg.model.max_new_tokens), [prompt_text], ids)
+            lambdas = scorer.fit(fit_batch)["lambdas"]
+            if local_scorer is not None and local_scorer is not scorer:
+                local_scorer.set_lambdas(lambdas)
+        policy, tokenizer = load_model_and_tokenizer(proposal)
+        if cfg.target.exact and cfg.rollout.temperature == 1.0:
+            from .toy import exact_task_for
+
+            exact = exact_task_for(cfg, local_scorer)
+            if lambdas is not None:
+                exact.set_lambdas(lambdas)
+            import torch
+
+            with torch.no_grad():
+                log_q_all = exact.log_pi(policy).double()
+            exact_fn = lambda log_beta: {**Q.exact(exact.log_P, log_q_all, log_beta),  # noqa: E731
+                                         "exact_log_beta_max": Q.max_log_ratio(exact.log_P, log_q_all)}
+        ids = [bos_prompt_ids(tokenizer, prompt_text)]
+        del policy
+        return Q.run(rollout, scorer, ids, [prompt_text], n=n, run_seed=cfg.run.seed, beta=beta,
+                     target_acceptance=target_acceptance, pilot=pilot, exact_fn=exact_fn)
+    finally:
+        if actors:
+            import ray
+
+            for a in actors:
+                ray.kill(a)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
 
 
 def cmd_sweep(args) -> int:

@@ -32,6 +32,9 @@ class RunConfig:
     checkpoint_every: int = 50    # steps between Ray Train checkpoints
     max_failures: int = 1         # Ray Train FailureConfig
     progress: bool = True         # progress bar on the driver
+    # Where each step's metrics go beside metrics.csv: any of tensorboard, wandb, mlflow
+    # (fdpg_ray/trackers.py; wandb and mlflow need `pip install 'fdpg-ray[trackers]'`).
+    trackers: list = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -372,6 +375,12 @@ def validate(cfg: Config) -> Config:
 
     try:
         get_divergence(cfg.divergence)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    from .trackers import check_trackers
+
+    try:
+        check_trackers(cfg.run.trackers)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     positive = {

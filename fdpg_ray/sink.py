@@ -3,7 +3,8 @@
     RUN_DIR/config.yaml          resolved config
     RUN_DIR/status.json          {"state": "running" | "finished" | "failed", ...}
     RUN_DIR/metrics.csv          one row per step (step 0 = the initial policy, last = final)
-    RUN_DIR/tensorboard/         TensorBoard event files
+    RUN_DIR/tensorboard/         TensorBoard event files (run.trackers has tensorboard, the default)
+    RUN_DIR/trackers.json        W&B / MLflow run ids (run.trackers has wandb or mlflow; fdpg_ray/trackers.py)
     RUN_DIR/samples/STEP.jsonl   samples at each evaluation step
     RUN_DIR/final/               the final model and tokenizer (save_pretrained)
     RUN_DIR/plots/*.png          main curves
@@ -65,6 +66,13 @@ class RunSink:
                 self.columns = reader.fieldnames
                 self.rows = [{k: _num(v) for k, v in r.items()} for r in reader]
         self._tb = None
+        trackers = list((config.get("run") or {}).get("trackers", ["tensorboard"]))
+        self.use_tensorboard = "tensorboard" in trackers
+        self.trackers = []
+        if any(t != "tensorboard" for t in trackers):
+            from .trackers import open_trackers
+
+            self.trackers = open_trackers(self.dir, config, trackers)
         self.starts = 0  # learner (re)starts seen by this sink: Ray Train restarts = starts - 1
         self.status("running")
 
@@ -95,6 +103,8 @@ class RunSink:
                 if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
                     tb.add_scalar(k, v, int(row["step"]))
             tb.flush()
+        for t in self.trackers:
+            t.log(row)
 
     def _write_csv(self) -> None:
         if self.columns is None:
@@ -109,6 +119,8 @@ class RunSink:
         os.replace(tmp, path)
 
     def tensorboard(self):
+        if not self.use_tensorboard:
+            return None
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -151,11 +163,20 @@ class RunSink:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self.trackers:
+            files = [Path(p) for p in summary["plots"]] + [self.dir / n for n in ("config.yaml", "metrics.csv", "summary.json")]
+            for t in self.trackers:
+                t.artifacts([f for f in files if f.is_file()])
+                t.close()
+            self.trackers = []
         self.status("finished")
         return summary
 
     def fail(self, error: str) -> None:
         self.status("failed", error=error)
+        for t in self.trackers:
+            t.close(failed=True)
+        self.trackers = []
 
 
 def _num(v: str):

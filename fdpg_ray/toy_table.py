@@ -11,7 +11,7 @@ import time
 from .config import load_config
 from .local import build_local
 
-DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
+DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:2"]
 # Steps per divergence (configs/toy.yaml: lr 2e-3 with cosine decay, batch 256).
 STEPS = {name: 120 for name in DIVERGENCES}
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fdpg_ray.divergences import get_divergence
 
-NAMES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:-1", "alpha:2", "alpha:3.5"]
+NAMES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:-1", "alpha:2", "alpha:3.5"]
 # Closed forms of SPEC §1 in t (float64), independent of the log-t implementation.
 CLOSED_F = {
     "kl": lambda t: -math.log(t),
@@ -18,6 +18,8 @@ CLOSED_F = {
     "js": lambda t: t * math.log(2 * t / (1 + t)) + math.log(2 / (1 + t)),
     "hellinger": lambda t: (math.sqrt(t) - 1) ** 2,
     "chi2": lambda t: (t - 1) ** 2,
+    "rchi2": lambda t: (1 - t) ** 2 / t,
+    "jeffreys": lambda t: (t - 1) * math.log(t),
 }
 CLOSED_R = {
     "kl": lambda t: 1 / t,
@@ -26,10 +28,12 @@ CLOSED_R = {
     "js": lambda t: math.log((1 + t) / (2 * t)),
     "hellinger": lambda t: 1 / math.sqrt(t) - 1,
     "chi2": lambda t: 2 * (1 - t),
+    "rchi2": lambda t: 1 / t ** 2 - 1,
+    "jeffreys": lambda t: -math.log(t) - 1 + 1 / t,
 }
 # Pseudo-reward at p(x) = 0 (log t = +inf), SPEC §1 table.
 AT_P_ZERO = {"kl": 0.0, "rkl": -math.inf, "tv": -0.5, "js": -math.log(2), "hellinger": -1.0, "chi2": -math.inf,
-             "alpha:0.5": -1 / (1 - 0.5), "alpha:-1": -1 / (1 + 1), "alpha:2": -math.inf, "alpha:3.5": -math.inf}
+             "rchi2": -1.0, "jeffreys": -math.inf, "alpha:0.5": -1 / (1 - 0.5), "alpha:-1": -1 / (1 + 1), "alpha:2": -math.inf, "alpha:3.5": -math.inf}
 
 
 def closed_alpha(a):

@@ -20,7 +20,8 @@ from fdpg_ray.models import load_model_and_tokenizer
 from fdpg_ray.scoring import TargetScorer
 from fdpg_ray.toy import ExactTask
 
-DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
+DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:2",
+               "tests.user_divergences:js"]  # a user f (pseudo-reward by autograd)
 
 
 @pytest.fixture(scope="module")

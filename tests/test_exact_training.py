@@ -10,7 +10,7 @@ import pytest
 
 from fdpg_ray.toy_table import STEPS, train_toy
 
-DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
+DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:2"]
 
 
 @pytest.mark.parametrize("name", DIVERGENCES)
