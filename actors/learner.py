@@ -57,10 +57,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     exact = None
     if rank == 0 and cfg.target.exact:
         from fdpg_ray.scoring import TargetScorer
-        from fdpg_ray.toy import ExactTask
+        from fdpg_ray.toy import exact_task_for
 
         local = TargetScorer(cfg)
-        exact = ExactTask(local.base, local.log_P_of_texts)
+        exact = exact_task_for(cfg, local)
 
     controller = Controller(
         cfg, policy, tokenizer, model=model,

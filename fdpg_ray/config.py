@@ -340,6 +340,16 @@ def validate(cfg: Config) -> Config:
     if cfg.prompts.file is not None and cfg.learner.batch_size % cfg.prompts.per_step:
         raise ConfigError(f"prompts.per_step: learner.batch_size={cfg.learner.batch_size} is not divisible by "
                           f"prompts.per_step={cfg.prompts.per_step}; use a divisor")
+    if cfg.model.path == "toy" or cfg.model.path.startswith("toy:"):
+        from .toy import ToySpecError, parse_toy_spec
+
+        try:
+            toy = parse_toy_spec(cfg.model.path)
+        except ToySpecError as e:
+            raise ConfigError(str(e)) from None
+        if cfg.target.exact and cfg.model.max_new_tokens != toy.length:
+            raise ConfigError(f"model.max_new_tokens: the exact task {cfg.model.path} enumerates completions of "
+                              f"{toy.length} tokens, got {cfg.model.max_new_tokens}; set model.max_new_tokens={toy.length}")
     if not cfg.target.constraints:
         raise ConfigError("target.constraints: empty; give at least one constraint (see configs/amazing.yaml)")
     for i, c in enumerate(cfg.target.constraints):

@@ -338,6 +338,8 @@ class Controller:
         if self.base_batch is not None:
             extra["kl_p_pi_base"] = self.kl_p_pi_on_base_samples()
         if self.exact is not None:
+            if hasattr(self.exact, "set_lambdas"):
+                self.exact.set_lambdas(self.lambdas)
             extra.update(self.exact.metrics(self.policy, extra=(self.divergence.name,)))
         return extra
 

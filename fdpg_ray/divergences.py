@@ -47,6 +47,15 @@ class Divergence:
     def f(self, log_t) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def f_star_zero(self) -> float:
+        """f*(0) = lim_{t -> inf} f(t) / t (in the units of ``f``, before ``report_scale``).
+
+        The mass of pi where p = 0 enters D_f(pi || p) as pi(p = 0) * f*(0) (the perspective
+        of f at p = 0): D_f = sum_{p>0} p f(pi/p) + pi(p=0) f*(0).  +inf for rkl, chi2 and
+        alpha > 1: for them D_f = +inf whenever pi puts mass where p = 0."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     def pseudo_reward(self, log_t) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -63,6 +72,10 @@ class ForwardKL(Divergence):
     def pseudo_reward(self, log_t):
         return torch.exp(-_f64(log_t))
 
+    @property
+    def f_star_zero(self):
+        return 0.0
+
 
 class ReverseKL(Divergence):
     """rkl: KL(pi || p) (RL with a KL penalty). f(t) = t log t, r = log(p/pi) - 1."""
@@ -78,6 +91,10 @@ class ReverseKL(Divergence):
     def pseudo_reward(self, log_t):
         return -_f64(log_t) - 1.0
 
+    @property
+    def f_star_zero(self):
+        return math.inf
+
 
 class TotalVariation(Divergence):
     """tv: TV(pi, p). f(t) = |t - 1| / 2, r = -sign(t - 1) / 2 (0 at t = 1)."""
@@ -90,6 +107,10 @@ class TotalVariation(Divergence):
 
     def pseudo_reward(self, log_t):
         return -0.5 * torch.sign(_f64(log_t))
+
+    @property
+    def f_star_zero(self):
+        return 0.5
 
 
 class JensenShannon(Divergence):
@@ -109,6 +130,10 @@ class JensenShannon(Divergence):
 
     def pseudo_reward(self, log_t):
         return F.softplus(-_f64(log_t)) - LOG2
+
+    @property
+    def f_star_zero(self):
+        return LOG2  # before report_scale: JS gets log(2)/2 per unit of mass
 
 
 class Alpha(Divergence):
@@ -138,6 +163,10 @@ class Alpha(Divergence):
         a, u = self.a, _f64(log_t)
         return -torch.expm1((a - 1.0) * u) / (a - 1.0)
 
+    @property
+    def f_star_zero(self):
+        return 1.0 / (1.0 - self.a) if self.a < 1 else math.inf
+
 
 class Hellinger(Divergence):
     """hellinger: f(t) = (sqrt t - 1)^2 (squared Hellinger), r = sqrt(p/pi) - 1."""
@@ -151,6 +180,10 @@ class Hellinger(Divergence):
     def pseudo_reward(self, log_t):
         return torch.expm1(-0.5 * _f64(log_t))
 
+    @property
+    def f_star_zero(self):
+        return 1.0
+
 
 class ChiSquared(Divergence):
     """chi2: Pearson chi^2(pi || p). f(t) = (t - 1)^2, r = 2(1 - t) = 2(1 - pi/p)."""
@@ -163,6 +196,10 @@ class ChiSquared(Divergence):
 
     def pseudo_reward(self, log_t):
         return -2.0 * torch.expm1(_f64(log_t))
+
+    @property
+    def f_star_zero(self):
+        return math.inf
 
 
 _SIMPLE = {"kl": ForwardKL, "rkl": ReverseKL, "tv": TotalVariation, "js": JensenShannon,

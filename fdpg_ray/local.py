@@ -50,8 +50,8 @@ def build_local(cfg: Config, sink=None):
     model, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)
     exact = None
     if cfg.target.exact:
-        from .toy import ExactTask
+        from .toy import exact_task_for
 
-        exact = ExactTask(scorer.base, scorer.log_P_of_texts)
+        exact = exact_task_for(cfg, scorer)
     controller = Controller(cfg, model, tokenizer, rollout=LocalRollout(cfg), scorer=scorer, sink=sink, exact=exact)
     return controller, scorer

