@@ -130,6 +130,7 @@ def tables(a) -> str:
 
     out = Path(a.out)
     final = pd.read_csv(out / "final.csv")
+    curves = pd.read_csv(out / "curves.csv")
     final["run.seed"] = final["seed"]
     metrics = [("exact KL(p‖π)", "exact_kl", "lower"), ("exact D_f of the run's own divergence", "own", "lower"),
                ("exact JS(p,π)", "exact_js", "lower"), ("exact TV", "exact_tv", "lower"),
@@ -163,6 +164,12 @@ def tables(a) -> str:
                         cells.append(f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else _fmt(v.mean()))
                 lines.append(f"| {div} | {len(d)} | " + " | ".join(cells) + " |")
             lines.append("")
+            c = curves[(curves["kind"] == kind) & (curves["width"] == width)]
+            if len(c):
+                mean = c.groupby(["divergence", "step"])["exact_kl"].mean().unstack("step")
+                lines += ["Plateau check, exact KL(p‖π) at each evaluation step (mean over seeds): "
+                          + "; ".join(f"{div} " + " → ".join(f"{v:.3f}" for v in mean.loc[div].dropna())
+                                      for div in sorted(mean.index, key=order)), ""]
             for label, col, way in metrics:
                 if col == "own":
                     continue
