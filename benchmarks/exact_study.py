@@ -124,6 +124,30 @@ def _fmt(v: float) -> str:
     return "∞" if v == math.inf else ("–" if v is None or math.isnan(v) else f"{v:.4f}")
 
 
+def condensed(final, curves) -> list[str]:
+    """Mean ± sd over seeds of the final exact KL(p||pi), alignment and KL(pi||a) per setting."""
+    divs = [d for d in DIVERGENCES if d in set(final["divergence"])]
+    start = curves[curves["step"] == 0].groupby(["kind", "width"])["exact_kl"].mean()
+    out = []
+    for col, label in [("exact_kl", "exact KL(p‖π) at step 0 and at the end (lower is better)"),
+                       ("exact_alignment", "exact alignment E_π[φ] of the base model and at the end (pointwise: share "
+                                           "of sequences with a \"d\", target 1; distributional: share of \"d\" tokens, "
+                                           f"target {GDC_MOMENT})"),
+                       ("exact_kl_pi_a", "exact KL(π‖a) at the end (drift from the base model)")]:
+        out += [f"**{label}**", "", "| kind | width | n | start | " + " | ".join(divs) + " |",
+                "|---|---:|---:|---:|" + "---:|" * len(divs)]
+        for (kind, width), g in final.groupby(["kind", "width"], sort=False):
+            s0 = {"exact_kl": f"{start[(kind, width)]:.3f}", "exact_alignment": f"{g['exact_alignment_base'].mean():.3f}",
+                  "exact_kl_pi_a": "0"}[col]
+            cells = []
+            for d in divs:
+                v = g[g["divergence"] == d][col].astype(float)
+                cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
+            out.append(f"| {kind} | {width} | {g['seed'].nunique()} | {s0} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
 def tables(a) -> str:
     import pandas as pd
 
@@ -147,7 +171,7 @@ def tables(a) -> str:
              f"{int(settings['length'])} = {int(settings['vocab']) ** int(settings['length'])} sequences; "
              f"{int(settings['steps'])} steps x batch {int(settings['batch'])}, lr 1e-3·64/width, cosine; "
              f"wall time {final['wall_seconds'].sum() / 60:.1f} min of runs. Values: the final step, exact (nats).",
-             "", PAIRED_RULE, ""]
+             "", PAIRED_RULE, ""] + condensed(final, curves)
     order = lambda d: DIVERGENCES.index(d) if d in DIVERGENCES else 99  # noqa: E731
     summary: list[dict] = []
     for kind in [k for k in KINDS if k in set(final["kind"])]:
