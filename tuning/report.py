@@ -10,7 +10,11 @@ PNG figures next to it:
 * the alignment-versus-drift trade-off: final alignment against final KL(π‖a), one point
   per run, coloured by divergence;
 * scaling plots when ``model.path`` was swept: a metric against the model's parameter
-  count, one line per divergence, and the order of the divergences at each size.
+  count, one line per divergence, and the order of the divergences at each size;
+* paired differences: every pair of divergences compared on the runs that share a seed
+  (and hence, with seeds derived per stream, the same base-model batch, the same initial
+  weights and the same rollout seeds), with a 95% t-interval over seeds and the rule
+  :data:`PAIRED_RULE` for which is lower or higher (:func:`paired_differences`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,143 @@ SCALING_METRICS = ["KL(p‖π)", "alignment", "KL(π‖a)"]
 # Keys that are not a "setting" of a table: rows (divergence), repeats (seeds), sections (task).
 NOT_SETTINGS = {"divergence", "run.seed", "task"}
 DIVERGENCE_ORDER = ["kl", "rkl", "tv", "js", "hellinger", "chi2"]
+
+
+# (label, way): the metrics compared by paired differences; ``way`` names the better
+# direction ("lower" / "higher") or None where neither direction is better (drift).
+PAIRED_METRICS = [("KL(p‖π)", "lower"), ("alignment", "higher"), ("KL(π‖a)", None), ("Distinct-2", "higher")]
+PAIRED_RULE = ("Divergences are compared by paired differences: for divergences A and B, d_s = M_A(s) − M_B(s) "
+               "over the n seeds s that both ran with the same other settings (runs that differ only in the "
+               "divergence share the seed, hence the base-model batch, the initial weights and the rollout seeds); "
+               "the 95% confidence interval is mean(d) ± t(0.975, n−1)·sd(d)/√n. A is shown lower (higher) than B "
+               "on M when the whole interval lies below (above) 0; otherwise the verdict is \"no difference "
+               "shown\"; with n < 2 there is no interval and no verdict. Better means lower KL(p‖π), higher "
+               "alignment (pointwise and reward targets; for a distributional target, compare alignment "
+               "with its moment instead), higher Distinct-2 (more diverse); KL(π‖a) (drift) has no better "
+               "direction. \"X shown best on M\" means X beats every other divergence of the table by this rule.")
+
+
+def t_quantile(df: int, p: float = 0.975) -> float:
+    """The p-quantile of Student's t with ``df`` >= 1 degrees of freedom (e.g. 12.706 for
+    df = 1, 2.776 for df = 4), by bisection on the CDF 1 − ½·I_{df/(df+t²)}(df/2, ½)
+    (mpmath's regularised incomplete beta; mpmath ships with torch's sympy).
+
+    Raises:
+        ValueError: if df < 1 or p is not in (0.5, 1).
+    """
+    import mpmath
+
+    if df < 1 or not 0.5 < p < 1:
+        raise ValueError(f"t_quantile: need df >= 1 and 0.5 < p < 1, got df={df}, p={p}")
+    cdf = lambda t: 1 - 0.5 * mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True)  # noqa: E731
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        hi *= 2
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def paired_differences(final: pd.DataFrame, col: str, *, by: str = "divergence", pair_on: str = "run.seed",
+                       way: str | None = None, order=None, level: float = 0.95) -> pd.DataFrame:
+    """Every pair (A, B) of the values of ``by`` (A before B in ``order``, default the
+    divergences' order) compared by the paired difference of ``col``:
+
+        d_s = M_A(s) − M_B(s)  for the values s of ``pair_on`` that both A and B have,
+        mean ± t(1 − (1 − level)/2, n − 1) · sd(d)/√n   (Student t-interval over the n pairs).
+
+    Several runs of one (A, s) (e.g. Tune's num_samples > 1) are averaged first; runs whose
+    ``col`` is missing or NaN are left out.  +inf values (an exact divergence that is
+    infinite) make the difference undefined: such a pair gets n = 0 of finite pairs.
+
+    Returns one row per pair: ``a, b, n, mean, sd, lo, hi, verdict`` where verdict is
+    "A lower" / "A higher" (interval entirely below / above 0), "no difference shown", or
+    "n < 2" (no interval); ``better`` names the better of the two by ``way`` ("lower" /
+    "higher") when the interval excludes 0, else "".  Units: those of ``col``.
+    """
+    cols = ["a", "b", "n", "mean", "sd", "lo", "hi", "verdict", "better"]
+    if col not in final or pair_on not in final or final[pair_on].isna().all():
+        return pd.DataFrame(columns=cols)
+    d = final[[by, pair_on, col]].copy()
+    d[by] = d[by].astype(str)
+    d[col] = pd.to_numeric(d[col], errors="coerce")
+    d = d[d[col].notna() & d[col].map(lambda v: math.isfinite(v))]
+    table = d.groupby([pair_on, by])[col].mean().unstack(by)
+    names = list(table.columns)
+    names = sorted(names, key=order or _div_key)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = (table[a] - table[b]).dropna()
+            n = len(diff)
+            mean = float(diff.mean()) if n else math.nan
+            sd = float(diff.std(ddof=1)) if n > 1 else math.nan
+            if n < 2:
+                lo = hi = math.nan
+                verdict, better = "n < 2", ""
+            else:
+                half = t_quantile(n - 1, 1 - (1 - level) / 2) * sd / math.sqrt(n)
+                lo, hi = mean - half, mean + half
+                if hi < 0:
+                    verdict = f"{a} lower"
+                elif lo > 0:
+                    verdict = f"{a} higher"
+                else:
+                    verdict = "no difference shown"
+                better = ""
+                if way in ("lower", "higher") and verdict != "no difference shown":
+                    a_lower = hi < 0
+                    better = a if a_lower == (way == "lower") else b
+            rows.append({"a": a, "b": b, "n": n, "mean": mean, "sd": sd, "lo": lo, "hi": hi,
+                         "verdict": verdict, "better": better})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def shown_best(pairs: pd.DataFrame) -> str | None:
+    """The value that is better than every other one by the paired rule, or None."""
+    if pairs.empty:
+        return None
+    names = sorted(set(pairs["a"]) | set(pairs["b"]), key=_div_key)
+    for x in names:
+        mine = pairs[(pairs["a"] == x) | (pairs["b"] == x)]
+        if len(mine) == len(names) - 1 and (mine["better"] == x).all():
+            return x
+    return None
+
+
+def _num(v: float) -> str:
+    if v is None or not math.isfinite(v):
+        return "–"
+    return f"{v:+.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:+.2e}"
+
+
+def paired_table(final: pd.DataFrame, metric_cols: dict, metrics=None) -> list[str]:
+    """Markdown: for each metric of PAIRED_METRICS present, every pair of divergences with the
+    mean paired difference, its 95% CI, n and the verdict; then which divergence (if any) is
+    shown best."""
+    lines: list[str] = []
+    for label, way in (metrics or PAIRED_METRICS):
+        col = metric_cols.get(label, (None, None))[0]
+        if not col:
+            continue
+        pairs = paired_differences(final, col, way=way)
+        if pairs.empty:
+            continue
+        if not lines:
+            lines = ["**Paired differences over seeds** (A − B of the final value, 95% t-interval; n = seeds "
+                     "both ran; rule above)", ""]
+        lines += [f"{label} (`{col}`" + (f", {way} is better" if way else ", no better direction") + ")", "",
+                  "| A − B | n | mean | 95% CI | verdict |", "|---|---:|---:|---|---|"]
+        for _, r in pairs.iterrows():
+            ci = f"[{_num(r['lo'])}, {_num(r['hi'])}]" if r["n"] >= 2 else "–"
+            lines.append(f"| {r['a']} − {r['b']} | {r['n']} | {_num(r['mean'])} | {ci} | {r['verdict']} |")
+        lines.append("")
+        if way:
+            best = shown_best(pairs)
+            lines += [f"{label}: " + (f"{best} shown best (better than every other divergence)." if best
+                                      else "no divergence shown best."), ""]
+    return lines
 
 
 class ReportError(ConfigError):
@@ -129,6 +270,8 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
     lines += ["Tables: the final step of each run, mean ± std over seeds (n = runs). Metric sources: "
               + "; ".join(f"{label}: `{col}`" + (f" ({note})" if note else "")
                           for label, (col, note) in metric_cols.items() if col) + ".", ""]
+    if "run.seed" in final and final["run.seed"].notna().any() and final["divergence"].nunique() > 1:
+        lines += [PAIRED_RULE, ""]
     best = _best_line(final, meta)
     if best:
         lines += [best, ""]
@@ -145,6 +288,7 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
             if label:
                 lines += [f"### {label}", ""]
             lines += _table(gf, metric_cols) + [""]
+            lines += paired_table(gf, metric_cols)
             unfinished = gf[gf["state"].astype(str) != "finished"] if "state" in gf else gf.iloc[:0]
             if len(unfinished):
                 lines += [f"{len(unfinished)} of these runs did not finish (stopped early or interrupted; last "
