@@ -59,7 +59,7 @@ def test_exact_gradient_identity_on_device():
     task = ExactTask(scorer.base, scorer.log_P_of_texts)
     policy = scorer.base.__class__(scorer.base.config).to(DEVICE).eval()  # no dropout
     policy.load_state_dict(scorer.base.state_dict())
-    task.batch = tuple(t.to(DEVICE) for t in task.batch)
+    # (ExactTask collates its sequences on the device of the model it is given)
     log_p = task.log_p.to(DEVICE)
     div = get_divergence("js")
     lp = task.log_pi(policy)
