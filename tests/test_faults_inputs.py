@@ -164,9 +164,10 @@ def test_generation_that_exactly_fills_the_context_is_accepted():
     from fdpg_ray.config import ConfigError
     from fdpg_ray.limits import check_run_limits
 
-    check_run_limits(load_config(TOY, ["model.max_new_tokens=15"]))  # 1 + 15 = 16 positions
+    # the toy model has 16 positions; target.exact=false lifts the exact task's fixed length 4
+    check_run_limits(load_config(TOY, ["target.exact=false", "model.max_new_tokens=15"]))  # 1 + 15 = 16
     with pytest.raises(ConfigError, match="model.max_new_tokens"):
-        check_run_limits(load_config(TOY, ["model.max_new_tokens=16"]))
+        check_run_limits(load_config(TOY, ["target.exact=false", "model.max_new_tokens=16"]))
 
 
 def test_transformers_sampler_refuses_rather_than_running_past_the_context():

@@ -294,7 +294,7 @@ def test_conditional_base_batch_covers_every_prompt():
     from fdpg_ray.local import build_local
 
     cfg = load_config("configs/prompts.yaml", {"rollout.backend": "hf", "target.fit_samples": 48,
-                                               "model.max_new_tokens": 8, "learner.batch_size": 16,
+                                               "eval.base_samples": 48, "model.max_new_tokens": 8, "learner.batch_size": 16,
                                                "learner.micro_batch_size": 16, "run.progress": False,
                                                "learner.num_workers": 1})
     ctl, _ = build_local(cfg)
@@ -311,4 +311,6 @@ def test_conditional_base_batch_covers_every_prompt():
     assert ctl.prompts.cursor == 0
     batch = ctl.next_batch()
     assert batch["contexts"][0] == prompts[0]
-    assert math.isfinite(ctl.kl_p_pi_on_base_samples())
+    kl = ctl.kl_p_pi_on_base_samples()
+    # at step 0 pi = a: KL(p || a) = log Z - E_p[log(P/a)] > 0, estimated with a finite SE
+    assert kl["kl_p_pi_base"] > 0 and 0 < kl["kl_p_pi_base_se"] < kl["kl_p_pi_base"], kl
