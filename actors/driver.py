@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 
 from fdpg_ray.config import Config
+from fdpg_ray.console import VERBOSE_ENV, verbose
 from fdpg_ray.sink import RunSink
 
 RAY_SUBDIR = "ray"          # Ray Train storage (checkpoints) inside the run directory
@@ -31,7 +32,7 @@ class ClusterError(RuntimeError):
 # benchmarks/RESULTS.md).  Polling every 50 ms removes that floor.
 ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1",
             "VLLM_LOGGING_LEVEL": "WARNING", "TRANSFORMERS_VERBOSITY": "error",
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05"}
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", VERBOSE_ENV: "0"}
 
 
 def init_ray(cfg: Config) -> None:
@@ -48,7 +49,7 @@ def init_ray(cfg: Config) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets RAY_ADDRESS
     if address is None:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+                 configure_logging=True, logging_level="WARNING" if verbose() else "ERROR")
     else:
         _probe(address)
         try:
@@ -98,16 +99,16 @@ def start_actors(cfg: Config, run_dir: Path, resume: bool):
 
     cfg_dict = cfg.to_dict()
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    sink = ray.remote(RunSink).options(num_cpus=0, scheduling_strategy=here).remote(str(run_dir), cfg_dict)
+    sink = ray.remote(RunSink).options(num_cpus=0, scheduling_strategy=here).remote(str(run_dir), cfg_dict, log_role="sink")
     # max_restarts/max_task_retries: a rollout actor that dies is restarted and its
     # sample call retried (it comes back with the base weights; the next push and the
     # importance weight pi/q keep the estimate right meanwhile).
     # An offline (dataset) proposal needs no rollout engine: the learner reads the file.
     num_rollouts = 0 if cfg.rollout.proposal.startswith("dataset:") else cfg.rollout.num_actors
     rollouts = [RolloutActor.options(num_cpus=cfg.rollout.cpus_per_actor, num_gpus=cfg.rollout.gpus_per_actor,
-                                     max_restarts=3, max_task_retries=3).remote(cfg_dict, i)
+                                     max_restarts=3, max_task_retries=3).remote(cfg_dict, i, run_dir=str(run_dir))
                 for i in range(num_rollouts)]
-    scorers = [ScorerActor.options(num_cpus=cfg.scorer.cpus_per_actor, max_restarts=3, max_task_retries=3).remote(cfg_dict)
+    scorers = [ScorerActor.options(num_cpus=cfg.scorer.cpus_per_actor, max_restarts=3, max_task_retries=3).remote(cfg_dict, run_dir=str(run_dir))
                for _ in range(cfg.scorer.num_actors)]
     ray.get([a.ready.remote() for a in rollouts + scorers])
     return sink, rollouts, scorers
@@ -151,7 +152,7 @@ def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": cfg.to_dict(), "rollout_actors": rollouts, "scorer_actors": scorers,
-                               "sink": sink},
+                               "sink": sink, "run_dir": str(run_dir)},
             scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu,
                                          resources_per_worker={"CPU": cfg.learner.cpus_per_worker,
                                                                **({"GPU": 1} if cfg.learner.use_gpu else {})}),

@@ -10,7 +10,6 @@ per step; rank 0 attaches a checkpoint every ``run.checkpoint_every`` steps.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 
@@ -21,6 +20,7 @@ import torch
 
 from actors.rollout import RolloutGroup, _config
 from actors.scorer import ScorerGroup
+from fdpg_ray.console import send_output_to_log
 from fdpg_ray.controller import Controller, SingleProcess, TorchDistributed
 from fdpg_ray.lora import adapter_state, apply_lora, load_adapter_state
 from fdpg_ray.loss import SequenceLogProbs
@@ -44,12 +44,18 @@ class _SyncProxy:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    """One learner worker of Ray Train's TorchTrainer: builds the policy (DDP/FSDP/LoRA), the
+    :class:`~fdpg_ray.controller.Controller` with the run's rollout, scorer and sink actors,
+    runs it (rank 0 reports metrics and checkpoints), and hands the final weights to the sink.
+    ``loop_config``: config (dict), rollout_actors, scorer_actors, sink, run_dir."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Ray Train logs every report at INFO from the workers; keep the console for the bar.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    cfg = _config(loop_config["config"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    # Ray Train logs every report at INFO from the workers (under a logger named by its file,
+    # which RunConfig's LoggingConfig does not reach): with the libraries' output it goes to
+    # RUN_DIR/logs/, and the console keeps the progress bar (fdpg_ray.console).
+    send_output_to_log(loop_config.get("run_dir"), f"learner{rank}")
+    cfg = _config(loop_config["config"])
     torch.manual_seed(cfg.run.seed)
 
     policy, tokenizer = load_model_and_tokenizer(cfg.model.path, dtype=cfg.model.dtype)

@@ -27,12 +27,16 @@ import ray
 
 from fdpg_ray.config import Config
 from fdpg_ray.proposals import rollout_model_path
+from fdpg_ray.console import send_output_to_log
 from fdpg_ray.seeding import ENGINE, derive_seed
 
 
 @ray.remote
 class RolloutActor:
-    def __init__(self, cfg: dict, index: int = 0):
+    def __init__(self, cfg: dict, index: int = 0, run_dir: str | None = None):
+        """Rollout engine ``index`` of a run (seeded from run.seed and the index); with
+        ``run_dir``, this process's output goes to RUN_DIR/logs/ (fdpg_ray.console)."""
+        send_output_to_log(run_dir, f"rollout{index}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.cfg = _config(cfg)
         c = self.cfg

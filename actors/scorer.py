@@ -15,7 +15,12 @@ import torch
 
 @ray.remote
 class ScorerActor:
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, run_dir: str | None = None):
+        """The run's target scorer; with ``run_dir``, this process's output goes to
+        RUN_DIR/logs/ (fdpg_ray.console)."""
+        from fdpg_ray.console import send_output_to_log
+
+        send_output_to_log(run_dir, "scorer")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from actors.rollout import _config
         from fdpg_ray.scoring import TargetScorer

@@ -38,6 +38,8 @@ def _add_common(p):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by its dotted path, e.g. --set learner.lr=1e-5")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, vLLM's and torch's output live (by default it goes to RUN_DIR/logs/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        from .console import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries()
@@ -196,6 +202,7 @@ def preflight(cfg) -> None:
 
 
 def train_local(cfg, run_dir: Path) -> dict:
+    from .console import output_to_log
     from .local import build_local
     from .report import before_after
     from .sink import RunSink
@@ -206,8 +213,9 @@ def train_local(cfg, run_dir: Path) -> dict:
     sink = RunSink(run_dir, cfg.to_dict())
     try:
         record_start(cfg, run_dir)
-        controller, _ = build_local(cfg, sink=sink)
-        controller.run()
+        with output_to_log(run_dir, "local"):  # the libraries' output: RUN_DIR/logs/ (fdpg_ray.console)
+            controller, _ = build_local(cfg, sink=sink)
+            controller.run()
         from .parallel import full_weights
 
         # merged W0 + BA under the base names for a LoRA policy (fdpg_ray.lora)

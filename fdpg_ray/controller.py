@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .console import console
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
@@ -197,6 +198,7 @@ class Controller:
         self.pending = None  # overlapped rollout for the next step
         self._prompts_before_pending = None
         self.base_batch: dict | None = None  # samples of a (rank 0), the fixed evaluation set
+        self.p_zero_seen = False  # P(x) = 0 met in the base samples or a batch (p_has_zeros)
         self.proposal = parse_proposal(cfg.rollout.proposal)
         self.proposal_updates = 0  # times the policy replaced a base/fixed proposal
         self._last_log_pi: torch.Tensor | None = None
@@ -381,10 +383,10 @@ class Controller:
     def p_has_zeros(self, batch: dict | None = None) -> bool:
         """Whether P(x) = 0 has been seen (base samples or ``batch``): then D_f = +inf for the
         divergences whose f*(0) is infinite (a softmax policy puts mass everywhere)."""
-        if not getattr(self, "_p_zero_seen", False):
+        if not self.p_zero_seen:
             seen = [b["log_P"] for b in (self.base_batch, batch) if b is not None and "log_P" in b]
-            self._p_zero_seen = any(bool((torch.as_tensor(x) == -math.inf).any()) for x in seen)
-        return self._p_zero_seen
+            self.p_zero_seen = any(bool((torch.as_tensor(x) == -math.inf).any()) for x in seen)
+        return self.p_zero_seen
 
     def feature_means(self, features) -> dict[str, float]:
         return {k: float(np.mean(v)) for k, v in features.items()}
@@ -605,7 +607,8 @@ class Controller:
         if cfg.run.progress and self.world.rank == 0:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.run.steps + 1, initial=self.step, desc=f"{cfg.run.name} [{self.divergence.name}]")
+            bar = tqdm(total=cfg.run.steps + 1, initial=self.step, desc=f"{cfg.run.name} [{self.divergence.name}]",
+                       file=console())
         rows = []
         while self.step <= cfg.run.steps:
             update = self.step < cfg.run.steps

@@ -102,25 +102,12 @@ def check_proposal(cfg: Config) -> None:
 
 
 def load_proposal_texts(path: str) -> tuple[list[str], list[float] | None]:
-    """(texts, log q or None) from a JSONL or Parquet file with ``datasets``; ConfigError if unusable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"rollout.proposal: dataset '{path}' does not exist; give a JSONL or Parquet file "
-                          f"with a 'text' column")
-    import datasets
-    from datasets import load_dataset
+    """(texts, log q in nats or None) of an offline proposal: a JSONL or Parquet file with a
+    ``text`` column and optionally ``log_q`` (:func:`fdpg_ray.data.read_table`); ConfigError
+    if unusable."""
+    from .data import read_table
 
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    kind = "parquet" if p.suffix == ".parquet" else "json"
-    try:
-        ds = load_dataset(kind, data_files=str(p), split="train")
-    except Exception as e:  # datasets raises many types for unreadable files
-        raise ConfigError(f"rollout.proposal: cannot read '{path}' as {kind} ({type(e).__name__}); "
-                          f"write one JSON object per line, or a Parquet file") from None
-    if "text" not in ds.column_names:
-        raise ConfigError(f"rollout.proposal: '{path}' has no 'text' column (columns: {', '.join(ds.column_names)}); "
-                          f"put each completion under 'text'")
+    ds = read_table(path, "rollout.proposal", "text", ConfigError)
     texts = [str(t) for t in ds["text"]]
     if not texts:
         raise ConfigError(f"rollout.proposal: '{path}' holds no texts")

@@ -52,7 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class RunSink:
-    def __init__(self, run_dir: str | os.PathLike, config: dict, tokenizer_path: str | None = None):
+    def __init__(self, run_dir: str | os.PathLike, config: dict, tokenizer_path: str | None = None,
+                 log_role: str | None = None):
+        """``log_role``: set when the sink is a Ray actor of its own; its process's output
+        then goes to RUN_DIR/logs/LOG_ROLE-PID.log (:mod:`fdpg_ray.console`)."""
+        if log_role is not None:
+            from .console import send_output_to_log
+
+            send_output_to_log(run_dir, log_role)
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "samples").mkdir(exist_ok=True)

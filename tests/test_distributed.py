@@ -7,9 +7,9 @@ import os
 
 import pandas as pd
 import pytest
-import torch
 
 from fdpg_ray.config import load_config
+from tests.vllm_checks import assert_final_model_matches_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -17,16 +17,6 @@ pytestmark = pytest.mark.slow
 REQUIRED_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a",
                     "distinct_2", "seconds"]
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from actors.driver import init_ray
-
-    init_ray(load_config("configs/amazing.yaml"))
-    yield ray
-    ray.shutdown()
 
 
 def run(config, tmp_path, name, **overrides):
@@ -65,10 +55,6 @@ def test_short_run_raises_alignment_and_lowers_kl(ray_local, tmp_path, backend, 
 
 
 def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_log_probs(ray_local, tmp_path):
-    from actors.vllm_engine import VLLMSampler
-    from fdpg_ray.loss import collate, sequence_log_probs
-    from fdpg_ray.models import bos_prompt_ids, load_model_and_tokenizer
-
     # The same run checks rollout.overlap: step k+1 is sampled while step k learns, from the
     # weights before step k's update; log q then differs from the learner's log pi and the
     # importance weight w = pi/q carries the difference.
@@ -79,21 +65,7 @@ def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_l
     assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
     assert (df["logq_logpi_gap"].iloc[1:4] > 1e-3).all()  # stale by one update
     assert df["importance_weight_mean"].map(math.isfinite).all()
-    final = str(run_dir / "final")
-    model, tok = load_model_and_tokenizer(final)
-    base, _ = load_model_and_tokenizer("bundled:gpt2-tiny")
-    # training changed the weights
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
-    sampler = VLLMSampler(final, seed=0)
-    try:
-        prompt = bos_prompt_ids(tok)
-        samples = sampler.sample([prompt], 4, 24)
-        with torch.no_grad():
-            hf = sequence_log_probs(model, *collate([prompt] * 4, [s["token_ids"] for s in samples], tok.pad_token_id))
-        for s, lp in zip(samples, hf.tolist()):
-            assert s["log_q"] == pytest.approx(lp, abs=2e-3)
-    finally:
-        sampler.shutdown()
+    assert_final_model_matches_vllm(str(run_dir / "final"))  # trained, and vLLM serves it with log q = log pi
 
 
 @pytest.mark.parametrize("config", ["gender", "sentiment", "prompts", "toy"])

@@ -81,16 +81,6 @@ def kill_when(run_dir: Path, step: int, title: str, log: list, timeout: float = 
     return t
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from actors.driver import init_ray
-
-    init_ray(load_config("configs/amazing.yaml"))
-    yield ray
-    ray.shutdown()
-
 
 def assert_complete(run_dir: Path, steps: int) -> pd.DataFrame:
     df = pd.read_csv(run_dir / "metrics.csv")

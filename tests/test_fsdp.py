@@ -3,16 +3,15 @@ gloo with 2 CPU processes, in process (torch.multiprocessing, exact resume) and 
 Train's TorchTrainer (checkpoint, a killed worker resumed, weights pushed to vLLM, final
 model saved)."""
 
-import json
 import os
 import socket
 
-import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from fdpg_ray.config import load_config
+from tests.vllm_checks import assert_final_model_matches_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -103,38 +102,6 @@ def test_fsdp2_two_gloo_processes_train_push_and_resume_exactly(tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     assert res["weights_equal"]
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from actors.driver import init_ray
-
-    init_ray(load_config("configs/amazing.yaml"))
-    yield ray
-    ray.shutdown()
-
-
-def assert_final_model_matches_vllm(final: str, base_spec: str = "bundled:gpt2-tiny") -> None:
-    """final/ loads in transformers and in vLLM, differs from the base model, and vLLM's log q
-    of its own samples equals transformers' log pi (abs 2e-3, as in test_distributed)."""
-    from actors.vllm_engine import VLLMSampler
-    from fdpg_ray.loss import collate, sequence_log_probs
-    from fdpg_ray.models import bos_prompt_ids, load_model_and_tokenizer
-
-    model, tok = load_model_and_tokenizer(final)
-    base, _ = load_model_and_tokenizer(base_spec)
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
-    sampler = VLLMSampler(final, seed=0)
-    try:
-        prompt = bos_prompt_ids(tok)
-        samples = sampler.sample([prompt], 4, 24)
-        with torch.no_grad():
-            hf = sequence_log_probs(model, *collate([prompt] * 4, [s["token_ids"] for s in samples], tok.pad_token_id))
-        for s, lp in zip(samples, hf.tolist()):
-            assert s["log_q"] == pytest.approx(lp, abs=2e-3)
-    finally:
-        sampler.shutdown()
 
 
 def test_fsdp2_on_ray_train_checkpoint_killed_worker_resume_vllm_sync_and_final_model(ray_local, tmp_path):

@@ -121,7 +121,7 @@ def test_lora_run_raises_alignment_syncs_vllm_and_final_loads_in_vllm(tmp_path):
     """--local with the vLLM backend: the engine receives only the merged c_attn weights after
     every step, and still samples from exactly the learner's policy."""
     from fdpg_ray.cli import train_local
-    from tests.test_fsdp import assert_final_model_matches_vllm
+    from tests.vllm_checks import assert_final_model_matches_vllm
 
     cfg = load_config("configs/amazing.yaml", {**LORA, "rollout.backend": "vllm", "run.steps": 12,
                                                "run.eval_every": 6, "learner.lr": 1e-2, "learner.lora.r": 16,

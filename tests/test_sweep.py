@@ -167,16 +167,6 @@ def test_scheduler_option_builds_asha_with_the_sweeps_metric(tmp_path):
 
 # ----------------------------------------------------------------------------- real sweeps
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from actors.driver import init_ray
-
-    init_ray(load_config(ROOT / "configs" / "toy.yaml"))
-    yield ray
-    ray.shutdown()
-
 
 @pytest.fixture(scope="module")
 def finished_sweep(ray_local, tmp_path_factory):

@@ -8,7 +8,6 @@ receiving one broadcast; the weights never pass through the Ray object store.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -20,16 +19,6 @@ pytestmark = pytest.mark.slow
 
 TOL = 2e-3  # as tests/test_distributed.py: the engine's log q vs the learner's log pi
 
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from actors.driver import init_ray
-
-    init_ray(load_config("configs/amazing.yaml"))
-    yield ray
-    ray.shutdown()
 
 
 def _learner(path: str, seed: int, scale: float = 0.05):

@@ -59,6 +59,7 @@ from typing import Any
 import yaml
 
 from fdpg_ray.config import Config, ConfigError, load_config, set_dotted
+from fdpg_ray.console import verbose
 from fdpg_ray.sink import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -640,7 +641,7 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
             run_config=tune.RunConfig(
                 name=TUNE_NAME, storage_path=str(sdir),
                 failure_config=tune.FailureConfig(max_failures=spec["max_failures"]),
-                verbose=1,
+                verbose=1 if verbose() else 0,  # quiet: trial bars and the summary (fdpg_ray.console)
             ),
         )
     grid = tuner.fit()

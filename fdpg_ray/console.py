@@ -1,0 +1,99 @@
+"""What a run prints, and where the libraries' output goes (docs/design.md, "Console").
+
+By default a run prints its progress bar, our own one-line errors and the final table.
+Everything else that the processes of a run write (Ray, Ray Train, vLLM, transformers and
+torch, Python warnings and C++ messages alike) goes to ``RUN_DIR/logs/ROLE-PID.log``, one
+file per process.  ``fdpg-ray train --verbose`` (environment variable ``FDPG_RAY_VERBOSE=1``)
+leaves all of it on the console instead, as Ray relays it.
+
+How: each of our Ray actor processes (rollout, scorer, run sink, learner workers) calls
+:func:`send_output_to_log` when it starts; that points its file descriptors 1 and 2 at the
+log file, so even output that bypasses Python goes there, and keeps a duplicate of the
+original stderr for :func:`console` (what Ray relays to the driver).  A ``--local`` run does
+the same in the driver process for the length of the run (:func:`output_to_log`,
+``RUN_DIR/logs/local-PID.log``); the errors and the table printed after it reach the user.  Ray's own system logs (raylet,
+GCS, Ray Train's controller) stay in Ray's session directory (``/tmp/ray/session_latest/logs``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+VERBOSE_ENV = "FDPG_RAY_VERBOSE"
+LOGS_SUBDIR = "logs"
+
+_console: TextIO | None = None
+
+
+def verbose() -> bool:
+    """True when the libraries' output should stay on the console (``--verbose``)."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def console() -> TextIO:
+    """The stream for the progress bar and our own messages: the process's original stderr
+    (before :func:`send_output_to_log`), else ``sys.stderr``."""
+    return _console or sys.stderr
+
+
+def _redirect(run_dir, role: str) -> tuple[int, int] | None:
+    """Point fds 1 and 2 at RUN_DIR/logs/ROLE-PID.log; return duplicates of the old ones."""
+    global _console
+    if verbose() or run_dir is None or _console is not None:
+        return None
+    logs = Path(run_dir) / LOGS_SUBDIR
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        fd = os.open(logs / f"{role}-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    _console = os.fdopen(os.dup(2), "w", buffering=1)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return saved
+
+
+def send_output_to_log(run_dir: str | os.PathLike | None, role: str) -> bool:
+    """For the life of this process (a Ray actor of a run): send its stdout and stderr (file
+    descriptors 1 and 2) to ``RUN_DIR/logs/ROLE-PID.log``; :func:`console` keeps the original
+    stderr, which Ray relays to the driver.
+
+    Does nothing, and returns False, when verbose, when ``run_dir`` is None (an actor built
+    outside a run, e.g. in a test), when already done in this process, or when the run
+    directory cannot be created from this node (a cluster without a shared file system:
+    the output then stays in Ray's own worker logs on that node).
+    """
+    saved = _redirect(run_dir, role)
+    if saved is None:
+        return False
+    for fd in saved:
+        os.close(fd)
+    return True
+
+
+@contextmanager
+def output_to_log(run_dir: str | os.PathLike | None, role: str = "local"):
+    """The same for a block of the driver process (``fdpg-ray train --local``), undone at the
+    end of the block, so that the summary and any error printed after it reach the console."""
+    global _console
+    saved = _redirect(run_dir, role)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _console.close()
+            _console = None
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

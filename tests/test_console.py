@@ -1,0 +1,80 @@
+"""Issue 13, "a quiet console": a Ray run prints its progress bar, our one-line errors and the
+final table; Ray's, Ray Train's, vLLM's and torch's output goes to RUN_DIR/logs/
+(fdpg_ray/console.py).  Each test runs the real CLI in a subprocess, as `make demo` does, on
+the vLLM rollout backend through Ray Train, and reads what reached the console.
+
+Before the change the same run printed Ray Train's "Reporting training result" line for every
+step and vLLM's start-up warnings, each relayed by Ray."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {"run.steps": 2, "learner.batch_size": 16, "learner.micro_batch_size": 16, "eval.base_samples": 256,
+        "eval.samples": 32, "learner.num_workers": 1, "run.eval_every": 1}
+MAX_LINES = 40  # issue 13's goal for `make demo` after installation
+
+
+def run_cli(tmp_path: Path, *extra: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    import ray
+
+    ray.shutdown()  # one Ray instance on the machine: the run starts its own, as `make demo` does
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(cwd)])}
+    env.pop("FDPG_RAY_VERBOSE", None)
+    sets = [f"--set={k}={v}" for k, v in SETS.items()]
+    return subprocess.run([sys.executable, "-m", "fdpg_ray.cli", "train", str(ROOT / "configs/amazing.yaml"),
+                           "--run-dir", str(tmp_path / "run"), *sets, *extra],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def console_lines(out: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+
+
+def test_a_ray_run_prints_its_bar_and_table_and_logs_the_libraries_to_the_run_dir(tmp_path):
+    out = run_cli(tmp_path)
+    lines = console_lines(out)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = "\n".join(lines)
+    assert len(lines) <= MAX_LINES, f"{len(lines)} lines:\n{text}"
+    assert "amazing [js]" in text and "kl_p_pi_base" in text and "final model:" in text, text  # bar and table
+    for noise in ("Reporting training result", "vllm", "Loading weights", "FutureWarning"):
+        assert noise not in text, f"{noise!r} reached the console:\n{text}"
+    logs = tmp_path / "run" / "logs"
+    names = sorted(p.name.split("-")[0] for p in logs.iterdir())
+    assert names == ["learner0", "rollout0", "scorer", "sink"], names
+    # what left the console is in the files: vLLM's start-up in the rollout engine's log,
+    # Ray Train's report lines in the learner's
+    rollout_log = next(logs.glob("rollout0-*.log")).read_text()
+    learner_log = next(logs.glob("learner0-*.log")).read_text()
+    assert "vllm" in rollout_log.lower(), rollout_log[-2000:]
+    assert "Reporting training result" in learner_log, learner_log[-2000:]
+
+
+@pytest.fixture
+def boom(tmp_path):
+    d = tmp_path / "user"
+    d.mkdir()
+    (d / "bad_scorers.py").write_text("def boom(texts):\n    raise KeyError('oops')\n")
+    return d
+
+
+def test_a_ray_run_that_fails_in_an_actor_still_ends_with_its_one_line_error(tmp_path, boom):
+    """The scorer raises inside its Ray actor (found at run time, not at preflight): the
+    tracebacks go to RUN_DIR/logs/, the console ends with the one-line error, exit code 2,
+    and the run is marked failed."""
+    target = "target.constraints=[{kind: pointwise, scorer: {kind: callable, path: 'bad_scorers:boom'}}]"
+    out = run_cli(tmp_path, "--set", target, cwd=boom)
+    assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
+    err = out.stderr.strip().splitlines()
+    assert err[-1].startswith("error: ") and "raised KeyError" in err[-1], err[-5:]
+    lines = console_lines(out)
+    assert len(lines) <= MAX_LINES, "\n".join(lines)
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+    # the learner's traceback (Ray Train's "Error in training function") is in its log
+    assert any("KeyError" in p.read_text() for p in (tmp_path / "run" / "logs").glob("learner0-*.log"))
