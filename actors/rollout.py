@@ -65,9 +65,6 @@ class RolloutActor:
         out = self.sampler.sample(prompt_ids, n, c.model.max_new_tokens, temperature=c.rollout.temperature, seed=seed)
         return {"samples": out, "version": self.version}
 
-    def score(self, prompt_ids, completion_ids):
-        return self.sampler.score(prompt_ids, completion_ids)
-
     def load_packed(self, buffers, metadata) -> float:
         """New policy weights, packed by actors.weight_sync.pack_state_dict (one buffer per dtype)."""
         from actors.weight_sync import unpack_state_dict

@@ -101,10 +101,9 @@ def ensure_vllm_importable() -> bool:
     os.makedirs(os.path.join(stub_root, "torchcodec"), exist_ok=True)
     init = os.path.join(stub_root, "torchcodec", "__init__.py")
     if not os.path.exists(init) or open(init).read() != _TORCHCODEC_STUB:
-        tmp = f"{init}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(_TORCHCODEC_STUB)
-        os.replace(tmp, init)
+        from fdpg_ray.atomic import atomic_write_text
+
+        atomic_write_text(init, _TORCHCODEC_STUB)
     # PYTHONPATH for children started with subprocess (vLLM's model inspection),
     # sys.path for children started by multiprocessing "spawn" (engine core,
     # workers): spawn replaces the child's sys.path with the parent's.
@@ -171,10 +170,6 @@ class FdpgWorkerExtension:
             receiver.group.close()
         self._fdpg_receiver = None
 
-    def fdpg_param_checksum(self) -> float:
-        """Sum of all parameters of the served model (for tests/debugging)."""
-        model = self.model_runner.get_model()
-        return float(sum(p.detach().double().sum().item() for p in model.parameters()))
 
 
 def _sum_logprobs(logprobs: Any, token_ids: list[int], start: int = 0) -> float:
@@ -220,8 +215,7 @@ class VLLMSampler:
             with 2 threads on 2 busy cores, OpenMP spin-waits made the tiny
             model 10-100x slower and erratic.  (Out of process, vLLM itself binds
             its worker to the cores it does not reserve.)
-        **engine_kwargs: passed to ``vllm.LLM`` (e.g. ``kv_cache_memory_bytes``,
-            ``weight_transfer_config={"backend": "nccl"}`` on GPUs).
+        **engine_kwargs: passed to ``vllm.LLM`` (e.g. ``kv_cache_memory_bytes``).
     """
 
     def __init__(
@@ -440,33 +434,6 @@ class VLLMSampler:
         if getattr(self, "llm", None) is not None:
             self.llm.collective_rpc("fdpg_close_weight_group")
 
-    def param_checksum(self) -> float:
-        return self.llm.collective_rpc("fdpg_param_checksum")[0]
-
-    # ------------------------------------------------------------------ #
-    # vLLM's native weight-transfer API (GPU; see actors.weight_sync.NativeWeightSync)
-    # These four methods give this object the VLLMWeightSyncClient surface, so
-    # a trainer in the same process can drive the engine directly, and a Ray
-    # rollout actor can forward them for RayVLLMWeightSyncClient.
-    # Requires VLLMSampler(..., weight_transfer_config={"backend": ...}).
-    # ------------------------------------------------------------------ #
-    def init_weight_transfer_engine(self, init_info: Any) -> None:
-        self.llm.init_weight_transfer_engine(_as_request(init_info, "init_info"))
-
-    def start_weight_update(self) -> None:
-        self.llm.start_weight_update()
-
-    def update_weights(self, update_info: Any) -> None:
-        self.llm.update_weights(_as_request(update_info, "update_info"))
-
-    def finish_weight_update(self, weight_version: str | None = None) -> None:
-        self.llm.finish_weight_update(weight_version)
-        self.llm.reset_prefix_cache()
-        self.weight_version += 1
-
-    def update_weight_version(self, new_version: str) -> None:
-        self.llm.update_weight_version(new_version)
-
     # ------------------------------------------------------------------ #
     def shutdown(self) -> None:
         """Stop the engine-core process and free its memory."""
@@ -481,13 +448,6 @@ class VLLMSampler:
         import gc
 
         gc.collect()
-
-
-def _as_request(info: Any, key: str) -> Any:
-    """Accept a vLLM request dataclass, ``{key: ...}``, or the bare info dict."""
-    if isinstance(info, dict) and key not in info:
-        return {key: info}
-    return info
 
 
 def _tokens_per_s(samples: list[dict], seconds: float) -> float:

@@ -1,7 +1,8 @@
 """How new policy weights reach the rollout engine, behind one small interface.
 
-The learner only ever calls ``WeightSync.push(named_tensors)``.  Two
-implementations sit behind it:
+The learner only ever calls ``WeightSync.push(named_tensors)``.  The default path is the
+process-group broadcast of :mod:`actors.weight_group` (``rollout.weight_sync: group``); this
+module holds the object-store path and the packing helpers both use:
 
 * :class:`CPUWeightSync` (the path used and tested on CPU machines): the
   whole state dict is packed into one contiguous buffer per dtype
@@ -10,15 +11,8 @@ implementations sit behind it:
   ``collective_rpc`` and reloads it in place with
   ``model_runner.reload_weights(weights_iterator=...)``.  One RPC per push, never
   one per parameter.
-* :class:`NativeWeightSync` (GPU clusters): vLLM's own weight-transfer API
-  (``weight_transfer_config`` on the engine; ``init_weight_transfer_engine`` ->
-  ``start_weight_update`` -> ``update_weights`` -> ``finish_weight_update``),
-  driven through vLLM's trainer-side ``WeightTransferTrainerFactory`` with the
-  ``nccl`` (packed broadcast) or ``ipc`` (colocated) backend.  It is written
-  against the API of the installed vLLM 0.32 and is **not exercised on CPU**
-  (NCCL and CUDA IPC need GPUs); see docs/vllm-notes.md.
-
-The packing helpers are plain torch and are shared by both paths.
+The packing helpers are plain torch.  (A wrapper of vLLM's native weight-transfer API, never
+wired into a run, was removed; docs/vllm-notes.md says why the process group is the one path.)
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ import torch
 __all__ = [
     "WeightSync",
     "CPUWeightSync",
-    "NativeWeightSync",
     "pack_state_dict",
     "unpack_state_dict",
     "packed_to_wire",
@@ -193,110 +186,3 @@ class CPUWeightSync:
         for r in refs:
             _resolve(r)
         self.last_push_s = time.perf_counter() - t0
-
-
-def _dict_weight_source(named_tensors: Mapping[str, torch.Tensor]):
-    """A vLLM ``WeightSource`` over a dict whose ``tensors`` attribute can be
-    replaced between pushes (vLLM is imported only here, so this module imports
-    without it)."""
-    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
-
-    class DictWeightSource(WeightSource):
-        def __init__(self, tensors: Mapping[str, torch.Tensor]):
-            self.tensors = dict(tensors)
-
-        def metadata(self) -> list[ParamMeta]:
-            return [ParamMeta(n, t.dtype, tuple(t.shape)) for n, t in self.tensors.items()]
-
-        def __iter__(self):
-            yield from self.tensors.items()
-
-    return DictWeightSource(named_tensors)
-
-
-class NativeWeightSync:
-    """GPU path: vLLM's native weight-transfer API (NOT exercised on CPU).
-
-    The rollout engine must be built with
-    ``VLLMSampler(..., weight_transfer_config={"backend": backend})``; ``client``
-    is anything with vLLM's ``VLLMWeightSyncClient`` surface
-    (``init_weight_transfer_engine`` / ``start_weight_update`` /
-    ``update_weights`` / ``finish_weight_update``): a ``VLLMSampler`` itself
-    (in-process; see ``VLLMSampler.as_weight_sync_client``), or
-    ``vllm.distributed.weight_transfer.clients.RayVLLMWeightSyncClient(handles)``
-    for rollout actors exposing those methods.
-
-    * ``backend="nccl"``: trainer rank 0 and the vLLM workers form one NCCL
-      group (``world_size`` = 1 + number of vLLM workers, rendezvous at
-      ``master_address:master_port``); every push is a packed broadcast
-      (``packed=True``, vLLM's double-buffered packer).
-    * ``backend="ipc"``: trainer and engine share a GPU; CUDA IPC handles are
-      sent instead of bytes.
-
-    The first ``push`` performs the rendezvous (``trainer_init``); later pushes
-    call ``send_weights()``, which itself runs ``start_weight_update`` ->
-    ``update_weights`` (concurrently with the broadcast) -> ``finish_weight_update``.
-    Tensors must be on the trainer's CUDA device; pass the same names, shapes
-    and dtypes on every push (vLLM sizes receive buffers from them).
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        backend: str = "nccl",
-        master_address: str = "127.0.0.1",
-        master_port: int = 29555,
-        world_size: int = 2,
-        rank: int = 0,
-        packed: bool = True,
-    ):
-        self.client = client
-        self.backend = backend
-        self.master_address = master_address
-        self.master_port = master_port
-        self.world_size = world_size
-        self.rank = rank
-        self.packed = packed
-        self._engine = None
-        self._source = None
-        self.version = 0
-
-    def _init_info(self):
-        if self.backend == "nccl":
-            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
-
-            return NCCLTrainerInitInfo(
-                master_address=self.master_address,
-                master_port=self.master_port,
-                world_size=self.world_size,
-                packed=self.packed,
-                rank=self.rank,
-            )
-        if self.backend == "ipc":
-            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
-
-            return IPCTrainerInitInfo(packed=self.packed, rank=self.rank)
-        raise ValueError(f"unsupported weight-transfer backend {self.backend!r} (use 'nccl' or 'ipc')")
-
-    def push(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                "NativeWeightSync needs CUDA (NCCL / CUDA IPC); on CPU use CPUWeightSync"
-            )
-        if self._engine is None:
-            from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
-
-            self._source = _dict_weight_source(named_tensors)
-            self._engine = WeightTransferTrainerFactory.trainer_init(
-                self._init_info(), client=self.client, source=self._source
-            )
-        else:
-            self._source.tensors = dict(named_tensors)
-        self._engine.send_weights()
-        self.version += 1
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None

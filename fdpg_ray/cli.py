@@ -378,7 +378,7 @@ def cmd_qrs(args) -> int:
     summary, rows = qrs(cfg, proposal, beta=beta, n=args.n, target_acceptance=args.target_acceptance,
                         pilot=args.pilot, local=args.local)
     if out is not None:
-        from .sink import atomic_write_text
+        from .atomic import atomic_write_text
 
         atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
         summary["out"] = str(out)

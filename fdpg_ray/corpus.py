@@ -588,8 +588,9 @@ def _main(argv: list[str] | None = None) -> None:
     stats["distinct"] = len(set(texts))
     print(json.dumps(stats, indent=1))
     if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(texts) + "\n")
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.out, "\n".join(texts) + "\n")
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def check_inputs(cfg, run_dir: str | os.PathLike, action: str, fix: str) -> None
 def record_start(cfg, run_dir: str | os.PathLike, changes: dict | None = None) -> None:
     """Write RUN_DIR/inputs.json at a run's first start (kept as it is on every resume) and
     append the allowed changes of a resume to RUN_DIR/resumes.jsonl."""
-    from .sink import atomic_write_text
+    from .atomic import atomic_write_text
 
     run_dir = Path(run_dir)
     recorded = run_dir / INPUTS_FILE

@@ -53,7 +53,7 @@ class TargetScorer:
         return {name: scorer.score(texts, contexts) for name, scorer in self.scorers.items()}
 
     def score(self, batch: dict) -> dict:
-        """Add ``log_a``, ``features`` and ``log_P`` to a rollout batch (see fdpg_ray.batch)."""
+        """Add ``log_a``, ``features`` and ``log_P`` to a rollout batch (fields: docs/design.md, "Layout and data flow")."""
         log_a = self.log_base(batch["prompt_ids"], batch["completion_ids"])
         feats = self.features(batch["texts"], batch.get("contexts") if self.target.conditional else None)
         return {"log_a": log_a, "features": feats, "log_P": self.target.log_score(log_a, feats)}

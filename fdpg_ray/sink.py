@@ -12,7 +12,7 @@
 
 A run is finished only when status.json says so; summary.json and final/ are written
 through a temporary name and renamed, so a crash never leaves a run that looks finished.
-On a cluster the sink lives on the driver's node (``actors/sink.py``) so that the run
+On a cluster the sink is a Ray actor pinned to the driver's node (``actors/driver.py``) so that the run
 directory is where the user started the run.
 """
 
@@ -22,33 +22,15 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+from .atomic import atomic_directory, atomic_write, atomic_write_text
+
 FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl_p_pi_base", "tv_p_pi", "js_p_pi", "kl_pi_a",
                  "divergence", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "mean_length", "seconds"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, fsync, rename: readers see the old
-    file or the new one, never half of it; a failed write leaves no temporary behind.  The
-    one helper for this in the project (sink, sweeps, reports)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RunSink:
@@ -116,14 +98,14 @@ class RunSink:
     def _write_csv(self) -> None:
         if self.columns is None:
             return
-        path = self.dir / "metrics.csv"
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.csv.", dir=self.dir)
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            w.writeheader()
-            for r in sorted(self.rows, key=lambda r: r["step"]):
-                w.writerow(r)
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+                w.writeheader()
+                for r in sorted(self.rows, key=lambda r: r["step"]):
+                    w.writerow(r)
+
+        atomic_write(self.dir / "metrics.csv", write)
 
     def tensorboard(self):
         if not self.use_tensorboard:
@@ -151,12 +133,9 @@ class RunSink:
             raise RuntimeError(f"final model: state dict does not match {model_spec} "
                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         dest = self.dir / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.dir))
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        with atomic_directory(dest) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         return str(dest)
 
     # -- end --------------------------------------------------------------------------

@@ -25,25 +25,23 @@ CLI::
     python -m fdpg_ray.small_models rates --model models/gpt2-tiny --n 512
 
 Writes are atomic: a model is written into a temporary folder beside the
-destination and moved into place with ``os.replace``.  See docs/models.md.
+destination and moved into place (``fdpg_ray.atomic.atomic_directory``).  See docs/models.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from .atomic import atomic_directory, atomic_write_text  # noqa: E402
 from .corpus import generate_corpus, text_rates  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -212,28 +210,6 @@ def _eval_loss(model, seqs: list[list[int]], pad_id: int, batch_size: int = 64) 
     return tot / max(n, 1)
 
 
-@contextlib.contextmanager
-def _atomic_dir(dest: Path):
-    """Yield a temp folder beside ``dest``; on success move it onto ``dest``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        if dest.exists():
-            # os.replace cannot overwrite a non-empty folder: move the old one
-            # aside first, then swap the new one in, then delete the old one.
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _portable_tokenizer_config(folder: Path) -> None:
     """Name the tokenizer class that transformers 4.x and 5.x both know."""
     p = Path(folder) / "tokenizer_config.json"
@@ -358,7 +334,7 @@ def build_model(
         f"{tokens} tokens, {train_seconds:.0f}s training, {info['wall_seconds']:.0f}s wall")
 
     model.generation_config = generation_config(eot)
-    with _atomic_dir(Path(out)) as tmp:
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         _portable_tokenizer_config(tmp)
@@ -378,14 +354,13 @@ def default_model_dir(size: str) -> Path:
 
 def ensure_model(size: str, out: str | os.PathLike | None = None, seed: int = 0, log=print) -> Path:
     """The folder of ``size``, building it first if it is missing (under a file lock)."""
-    import fcntl
+    from filelock import FileLock
 
     dest = Path(out) if out is not None else default_model_dir(size)
     if (dest / "config.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(dest.parent / f".{dest.name}.lock"):
         if not (dest / "config.json").is_file():
             build_model(size, dest, seed=seed, log=log)
     return dest
@@ -463,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = base_rates(args.model, n=args.n, seed=args.seed, batch_size=args.batch_size)
     print(json.dumps(rates, indent=1))
     if args.save:
-        dest = Path(args.model) / "base_rates.json"
-        fd, tmp = tempfile.mkstemp(prefix=".base_rates.", dir=args.model)
-        with os.fdopen(fd, "w") as f:
-            json.dump({k: v for k, v in rates.items()}, f, indent=1)
-        os.replace(tmp, dest)
+        atomic_write_text(Path(args.model) / "base_rates.json", json.dumps(dict(rates), indent=1))
     return 0
 
 

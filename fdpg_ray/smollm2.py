@@ -27,8 +27,9 @@ import glob
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from .atomic import atomic_directory
 
 __all__ = ["smollm2_path", "smollm2_gguf_file", "SMOLLM2_DIRNAME", "cache_root"]
 
@@ -104,21 +105,11 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     if _is_complete(target):
         return str(target)
     gguf = smollm2_gguf_file()  # fails fast, with the install hint, before any work
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}.tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    try:
+    if target.exists() and not _is_complete(target):
+        shutil.rmtree(target)  # a leftover without the marker (not ours to trust)
+    # overwrite=False: another converter that finished first keeps its folder
+    with atomic_directory(target, overwrite=False) as tmp:
         _convert(gguf, tmp)
-        if target.exists() and not _is_complete(target):
-            shutil.rmtree(target)  # a leftover without the marker (not ours to trust)
-        try:
-            os.rename(tmp, target)  # atomic on one filesystem
-        except OSError:
-            if not _is_complete(target):  # lost a race to another converter: keep theirs
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 

@@ -142,29 +142,3 @@ class Target:
 
     def lambdas(self) -> dict[str, float]:
         return {c.name: c.lam for c in self.distributional}
-
-    def describe(self) -> str:
-        terms = ["log a(x)"]
-        for c in self.constraints:
-            if c.kind == "pointwise":
-                terms.append(f"log b_{c.name}(x)")
-            elif c.kind == "distributional":
-                lam = "lambda" if c.lam is None else f"{c.lam:.4g}"
-                terms.append(f"{lam}*phi_{c.name}(x)")
-            else:
-                terms.append(f"r_{c.name}(x)/{c.beta:g}")
-        return "log P(x) = " + " + ".join(terms)
-
-
-def moments(features, names, log_weights=None) -> dict[str, float]:
-    """Self-normalised E[phi] for each name; uniform weights when log_weights is None."""
-    out = {}
-    for n in names:
-        v = torch.as_tensor(np.asarray(features[n]), dtype=torch.float64)
-        if log_weights is None:
-            out[n] = v.mean().item()
-        else:
-            w = torch.softmax(torch.as_tensor(log_weights, dtype=torch.float64), 0)
-            out[n] = (w @ v).item()
-    return out
-

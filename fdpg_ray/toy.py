@@ -29,14 +29,13 @@ import json
 import math
 import os
 import re
-import shutil
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_directory
 from .divergences import get_divergence
 from .loss import collate, sequence_log_probs
 
@@ -100,9 +99,7 @@ def build_toy_model(out_dir: str | os.PathLike, seed: int = 0, spec: ToySpec | N
     spec = spec or ToySpec()
     tokens = spec.tokens
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".toy-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<s>"))
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
@@ -121,12 +118,6 @@ def build_toy_model(out_dir: str | os.PathLike, seed: int = 0, spec: ToySpec | N
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "toy.json").write_text(json.dumps({"tokens": tokens, "length": spec.length, "width": spec.width,
                                                   "seed": seed}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 

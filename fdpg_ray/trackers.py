@@ -73,7 +73,7 @@ class _Ids:
         return self.data.get(key)
 
     def set(self, key, value) -> None:
-        from .sink import atomic_write_text
+        from .atomic import atomic_write_text
 
         self.data[key] = value
         atomic_write_text(self.path, json.dumps(self.data))

@@ -23,13 +23,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from fdpg_ray.config import ConfigError
-from fdpg_ray.sink import atomic_write_text
+from fdpg_ray.atomic import atomic_write, atomic_write_text
 
 # (label, candidate columns in order of preference, note for each)
 TABLE_METRICS = [
@@ -499,9 +498,8 @@ def _sizes_line(gf: pd.DataFrame) -> str:
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
     return str(path)

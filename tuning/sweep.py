@@ -51,7 +51,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,7 @@ import yaml
 
 from fdpg_ray.config import Config, ConfigError, load_config, set_dotted
 from fdpg_ray.console import verbose
-from fdpg_ray.sink import atomic_write_text
+from fdpg_ray.atomic import atomic_write, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUNE_NAME = "tune"
@@ -765,14 +764,5 @@ def collect_results(sweep_dir: str | os.PathLike):
 
 
 def _write_frame(df, sdir: Path) -> None:
-    for name, write in (("results.parquet", lambda p: df.to_parquet(p, index=False)),
-                        ("results.csv", lambda p: df.to_csv(p, index=False))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=sdir)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, sdir / name)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+    atomic_write(sdir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    atomic_write(sdir / "results.csv", lambda p: df.to_csv(p, index=False))
