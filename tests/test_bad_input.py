@@ -7,7 +7,7 @@ import pytest
 
 from fdpg_ray.cli import main
 
-TINY = ["--set", "run.steps=1", "--set", "target.fit_samples=32", "--set", "learner.batch_size=8",
+TINY = ["--set", "run.steps=1", "--set", "target.fit_samples=32", "--set", "eval.base_samples=32", "--set", "learner.batch_size=8",
         "--set", "learner.micro_batch_size=8", "--set", "rollout.backend=hf", "--set", "run.progress=false",
         "--set", "model.max_new_tokens=12", "--set", "learner.num_workers=1"]
 

@@ -215,6 +215,7 @@ set:
   learner.batch_size: 64
   learner.micro_batch_size: 64
   target.fit_samples: 64
+  eval.base_samples: 64
   eval.samples: 64
 grid:
   divergence: [kl, js]

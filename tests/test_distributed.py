@@ -35,7 +35,7 @@ def test_short_run_raises_alignment_and_lowers_kl(ray_local, tmp_path, backend, 
     run_dir, summary, df = run("configs/amazing.yaml", tmp_path, f"{backend}-{divergence}", **{
         "divergence": divergence, "rollout.backend": backend, "run.steps": 16, "run.eval_every": 8,
         "run.checkpoint_every": 8, "learner.lr": 2e-4, "learner.lr_schedule": "constant", "learner.batch_size": 96, "learner.micro_batch_size": 48,
-        "target.fit_samples": 384})
+        "target.fit_samples": 384, "eval.base_samples": 384})
     assert list(df["step"]) == list(range(17))  # steps 0..16, each exactly once
     for c in REQUIRED_COLUMNS:
         assert c in df.columns and df[c].notna().all(), c
@@ -60,7 +60,7 @@ def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_l
     # importance weight w = pi/q carries the difference.
     run_dir, _, df = run("configs/amazing.yaml", tmp_path, "final", **{
         "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32,
-        "learner.micro_batch_size": 16, "target.fit_samples": 64, "learner.lr": 1e-3})
+        "learner.micro_batch_size": 16, "target.fit_samples": 64, "eval.base_samples": 64, "learner.lr": 1e-3})
     assert list(df["step"]) == [0, 1, 2, 3, 4]
     assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
     assert (df["logq_logpi_gap"].iloc[1:4] > 1e-3).all()  # stale by one update
@@ -72,6 +72,7 @@ def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_l
 def test_example_config_runs_a_few_steps(ray_local, tmp_path, config):
     run_dir, summary, df = run(f"configs/{config}.yaml", tmp_path, config, **{
         "run.steps": 2, "run.eval_every": 1, "target.fit_samples": 128 if config != "toy" else 256,
+        "eval.base_samples": 128 if config != "toy" else 256,
         "learner.batch_size": 32 if config != "toy" else 64, "learner.micro_batch_size": 16 if config != "toy" else 64,
         "prompts.per_step": 4})
     assert list(df["step"]) == [0, 1, 2]

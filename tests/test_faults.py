@@ -23,7 +23,7 @@ from fdpg_ray.config import load_config
 pytestmark = pytest.mark.slow
 
 SHORT = {"run.progress": False, "rollout.backend": "hf", "learner.batch_size": 32, "learner.micro_batch_size": 16,
-         "target.fit_samples": 64, "learner.lr": 5e-4, "run.eval_every": 100}
+         "target.fit_samples": 64, "eval.base_samples": 64, "learner.lr": 5e-4, "run.eval_every": 100}
 
 
 def _parent(pid: int) -> int:
@@ -209,7 +209,7 @@ def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
     run_dir = tmp_path / "soak"
     cfg = load_config("configs/amazing.yaml", {**SHORT, "run.steps": 300, "learner.batch_size": 8,
                                                "learner.micro_batch_size": 8, "model.max_new_tokens": 16,
-                                               "target.fit_samples": 256, "run.checkpoint_every": 100,
+                                               "target.fit_samples": 256, "eval.base_samples": 256, "run.checkpoint_every": 100,
                                                "learner.num_workers": 1, "learner.cpus_per_worker": 1})
     titles = ("ray::RolloutActor", "ray::ScorerActor", "ray::RunSink")
     samples: list = []  # (last step written, {title: (rss MiB, open fds)})

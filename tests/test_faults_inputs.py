@@ -26,7 +26,7 @@ AMAZING = str(ROOT / "configs/amazing.yaml")
 
 # a toy run that takes seconds
 TOY_FAST = ["--local", "--set", "run.steps=2", "--set", "learner.batch_size=32", "--set", "learner.micro_batch_size=32",
-            "--set", "target.fit_samples=64", "--set", "run.progress=false", "--set", "run.eval_every=1",
+            "--set", "target.fit_samples=64", "--set", "eval.base_samples=64", "--set", "run.progress=false", "--set", "run.eval_every=1",
             "--set", "target.exact=false"]
 
 
@@ -112,7 +112,7 @@ def test_set_keeps_yaml_for_other_fields():
 def test_set_model_prompt_with_colon_trains(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", AMAZING, "--local", "--run-dir", str(run), "--set", "model.prompt=Review:", "--set", "run.steps=1",
-            "--set", "target.fit_samples=16", "--set", "learner.batch_size=8", "--set", "learner.micro_batch_size=8",
+            "--set", "target.fit_samples=16", "--set", "eval.base_samples=16", "--set", "learner.batch_size=8", "--set", "learner.micro_batch_size=8",
             "--set", "rollout.backend=hf", "--set", "run.progress=false", "--set", "model.max_new_tokens=8",
             "--set", "learner.num_workers=1", "--set", "target.constraints.0.scorer.words=[the]"]
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
@@ -236,7 +236,7 @@ def test_counts_that_must_agree_are_checked_together_before_start(case, tmp_path
     run = tmp_path / "run"
     argv = ["train", PROMPTS, "--local", "--run-dir", str(run), "--set", f"prompts.file={f}", "--set", "rollout.backend=hf",
             "--set", "run.steps=1", "--set", "learner.micro_batch_size=8", "--set", "learner.num_workers=1",
-            "--set", "model.max_new_tokens=8", "--set", "run.progress=false", "--set", "target.fit_samples=8"]
+            "--set", "model.max_new_tokens=8", "--set", "run.progress=false", "--set", "target.fit_samples=8", "--set", "eval.base_samples=8"]
     for o in overrides:
         argv += ["--set", o]
     assert main(argv) == 2
@@ -274,7 +274,7 @@ def stopped_run(tmp_path_factory):
     argv = ["train", PROMPTS, "--local", "--run-dir", str(run), "--set", f"model.path={d / 'model'}",
             "--set", f"prompts.file={few}", "--set", "prompts.per_step=2", "--set", "rollout.backend=hf",
             "--set", "run.steps=1", "--set", "learner.batch_size=8", "--set", "learner.micro_batch_size=8",
-            "--set", "learner.num_workers=1", "--set", "target.fit_samples=8", "--set", "model.max_new_tokens=8",
+            "--set", "learner.num_workers=1", "--set", "target.fit_samples=8", "--set", "eval.base_samples=8", "--set", "model.max_new_tokens=8",
             "--set", "run.progress=false",
             "--set", "target.constraints=[{kind: pointwise, scorer: {kind: callable, path: 'resume_scorer:b', kwargs: {word: the}}}]"]
     assert main(argv) == 0

@@ -183,7 +183,7 @@ def test_warmup_steps_validation():
 # ----------------------------------------------------------------------------- controller: resume per option
 
 TOY_SHORT = {"run.progress": False, "learner.batch_size": 32, "learner.micro_batch_size": 32,
-             "target.fit_samples": 64, "run.eval_every": 100, "run.steps": 4, "learner.warmup_steps": 1}
+             "target.fit_samples": 64, "eval.base_samples": 64, "run.eval_every": 100, "run.steps": 4, "learner.warmup_steps": 1}
 
 
 @pytest.mark.parametrize("baseline", ["moving", "leave_one_out", "none"])
@@ -251,7 +251,7 @@ def test_cli_refuses_chi2_with_a_word_constraint_before_start(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-TINY = ["--set", "run.steps=1", "--set", "target.fit_samples=32", "--set", "learner.batch_size=8",
+TINY = ["--set", "run.steps=1", "--set", "target.fit_samples=32", "--set", "eval.base_samples=32", "--set", "learner.batch_size=8",
         "--set", "learner.micro_batch_size=8", "--set", "rollout.backend=hf", "--set", "run.progress=false",
         "--set", "model.max_new_tokens=12", "--set", "learner.num_workers=1"]
 
@@ -293,8 +293,8 @@ def test_conditional_base_batch_covers_every_prompt():
     MIN_BASE_SAMPLES_PER_CONTEXT each, and step 0 still starts at the first prompt."""
     from fdpg_ray.local import build_local
 
-    cfg = load_config("configs/prompts.yaml", {"rollout.backend": "hf", "target.fit_samples": 48,
-                                               "eval.base_samples": 48, "model.max_new_tokens": 8, "learner.batch_size": 16,
+    cfg = load_config("configs/prompts.yaml", {"rollout.backend": "hf", "target.fit_samples": 48, "eval.base_samples": 48,
+                                               "model.max_new_tokens": 8, "learner.batch_size": 16,
                                                "learner.micro_batch_size": 16, "run.progress": False,
                                                "learner.num_workers": 1})
     ctl, _ = build_local(cfg)

@@ -16,7 +16,7 @@ from tests.vllm_checks import assert_final_model_matches_vllm
 pytestmark = pytest.mark.slow
 
 SHORT = {"run.progress": False, "rollout.backend": "hf", "learner.batch_size": 16, "learner.micro_batch_size": 4,
-         "target.fit_samples": 32, "model.max_new_tokens": 24, "learner.lr": 5e-4, "run.eval_every": 2, "learner.lr_schedule": "cosine",
+         "target.fit_samples": 32, "eval.base_samples": 32, "model.max_new_tokens": 24, "learner.lr": 5e-4, "run.eval_every": 2, "learner.lr_schedule": "cosine",
          "run.steps": 4, "learner.strategy": "fsdp"}
 
 

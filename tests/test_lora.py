@@ -15,7 +15,7 @@ def lora_controller():
     from fdpg_ray.local import build_local
 
     cfg = load_config("configs/amazing.yaml", {**LORA, "rollout.backend": "hf", "learner.batch_size": 16,
-                                               "learner.micro_batch_size": 16, "target.fit_samples": 64})
+                                               "learner.micro_batch_size": 16, "target.fit_samples": 64, "eval.base_samples": 64})
     controller, _ = build_local(cfg)
     return controller
 
@@ -126,7 +126,7 @@ def test_lora_run_raises_alignment_syncs_vllm_and_final_loads_in_vllm(tmp_path):
     cfg = load_config("configs/amazing.yaml", {**LORA, "rollout.backend": "vllm", "run.steps": 12,
                                                "run.eval_every": 6, "learner.lr": 1e-2, "learner.lora.r": 16,
                                                "learner.lr_schedule": "constant", "learner.batch_size": 64,
-                                               "learner.micro_batch_size": 64, "target.fit_samples": 256})
+                                               "learner.micro_batch_size": 64, "target.fit_samples": 256, "eval.base_samples": 256})
     train_local(cfg, tmp_path / "lora")
     df = pd.read_csv(tmp_path / "lora" / "metrics.csv")
     assert list(df["step"]) == list(range(13))

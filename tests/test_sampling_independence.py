@@ -208,7 +208,7 @@ def test_same_config_and_seed_same_run_other_seed_other_run():
     def run(seed: int) -> list[dict]:
         cfg = load_config("configs/toy.yaml", {"run.steps": 2, "run.seed": seed, "run.progress": False,
                                                 "learner.batch_size": 64, "learner.micro_batch_size": 64,
-                                                "target.fit_samples": 64})
+                                                "target.fit_samples": 64, "eval.base_samples": 64})
         controller, _ = build_local(cfg)
         return controller.run()
 

@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 
 FAST = {"run.steps": 2, "run.eval_every": 1, "run.checkpoint_every": 2, "rollout.backend": "hf",
         "learner.num_workers": 1, "learner.batch_size": 64, "learner.micro_batch_size": 64,
-        "target.fit_samples": 64, "eval.samples": 64}
+        "target.fit_samples": 64, "eval.base_samples": 64, "eval.samples": 64}
 
 
 def write_sweep(path: Path, body: dict) -> Path:

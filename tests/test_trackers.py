@@ -61,7 +61,7 @@ def run(tmp_path_factory):
     try:
         rc = main(["train", str(ROOT / "configs/toy.yaml"), "--local", "--run-dir", str(tmp / "run"),
                    "--set", "run.steps=3", "--set", "run.eval_every=1", "--set", "learner.batch_size=64",
-                   "--set", "learner.micro_batch_size=64", "--set", "target.fit_samples=64",
+                   "--set", "learner.micro_batch_size=64", "--set", "target.fit_samples=64", "--set", "eval.base_samples=64",
                    "--set", "run.progress=false", "--set", "run.trackers=[tensorboard, wandb, mlflow]"])
     finally:
         for k, v in old.items():
