@@ -16,14 +16,11 @@ import ray
 
 from fdpg_ray.config import Config
 from fdpg_ray.console import VERBOSE_ENV, verbose
+from fdpg_ray.errors import ClusterError, is_user_error
 from fdpg_ray.sink import RunSink
 
 RAY_SUBDIR = "ray"          # Ray Train storage (checkpoints) inside the run directory
 TRAIN_NAME = "train"
-
-
-class ClusterError(RuntimeError):
-    """Ray cannot be reached or lacks the resources asked for; one line naming the fix."""
 
 
 # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: Ray Train V2's controller takes one worker report per
@@ -116,8 +113,6 @@ def start_actors(cfg: Config, run_dir: Path, resume: bool):
 
 def _user_error_in(error: BaseException) -> BaseException | None:
     """The first worker exception that is a user-input error (bad target, scorer, data)."""
-    from fdpg_ray.cli import is_user_error
-
     for failure in (getattr(error, "worker_failures", None) or {}).values():
         cause = failure
         while cause is not None and not is_user_error(cause):

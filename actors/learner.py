@@ -20,13 +20,14 @@ import torch
 
 from actors.rollout import RolloutGroup, _config
 from actors.scorer import ScorerGroup
+from fdpg_ray.config import parse_proposal
 from fdpg_ray.console import send_output_to_log
 from fdpg_ray.controller import Controller, SingleProcess, TorchDistributed
 from fdpg_ray.lora import adapter_state, apply_lora, load_adapter_state
 from fdpg_ray.loss import SequenceLogProbs
-from fdpg_ray.parallel import drain, full_state_dict, full_weights, shard_policy
 from fdpg_ray.models import load_model_and_tokenizer
-from fdpg_ray.proposals import DatasetProposal, parse_proposal
+from fdpg_ray.parallel import drain, full_state_dict, full_weights, shard_policy
+from fdpg_ray.proposals import DatasetProposal
 from fdpg_ray.seeding import PROPOSAL_DATA, derive_seed
 
 STATE_FILE = "fdpg_state.pt"

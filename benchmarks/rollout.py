@@ -42,7 +42,8 @@ def main() -> None:
     from actors.rollout import RolloutActor, RolloutGroup
     from actors.vllm_engine import VLLMSampler
     from fdpg_ray.config import load_config
-    from fdpg_ray.models import bos_prompt_ids, load_model_and_tokenizer, resolve_model_path
+    from fdpg_ray.loss import bos_prompt_ids
+    from fdpg_ray.models import load_model_and_tokenizer, resolve_model_path
 
     path = resolve_model_path(args.model)
     _, tok = load_model_and_tokenizer(args.model)

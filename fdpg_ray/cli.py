@@ -14,24 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-def _user_errors():
-    from actors.driver import ClusterError
-    from .config import ConfigError
-    from .data import PromptsError
-    from .models import ModelError
-    from .qrs import QRSError
-    from .targets import TargetError
-
-    return (ConfigError, PromptsError, ModelError, TargetError, ClusterError, QRSError)
-
-
-def is_user_error(e: BaseException) -> bool:
-    """Errors in what the user gave us (config, paths, targets, scorers, cluster address):
-    they get one line, not a traceback."""
-    if isinstance(e, _user_errors()):
-        return True
-    # scorers raise ValueError/RuntimeError whose message starts with the scorer's field
-    return isinstance(e, (ValueError, RuntimeError)) and str(e).startswith(("scorer", "target", "--"))
+from .errors import is_user_error
+from .preflight import preflight
 
 
 def _add_common(p):
@@ -172,35 +156,6 @@ def train(cfg, run_dir: Path, resume: bool = False, local: bool = False, resume_
     return run_distributed(cfg, run_dir, resume=resume, resume_changes=resume_changes)
 
 
-def preflight(cfg) -> None:
-    """Check what can be checked before anything is started or written: the model, its
-    tokenizer, the prompts file, every prompt against the model's context and the counts of
-    a step (fdpg_ray.limits), every scorer (import paths, classifier folders)."""
-    from .models import resolve_model_path
-    from .proposals import check_proposal
-    from .scoring import build_target
-
-    resolve_model_path(cfg.model.path)
-    wants_gpu = cfg.learner.use_gpu or cfg.rollout.gpus_per_actor > 0
-    if wants_gpu and cfg.ray.address is None:
-        import torch
-
-        if not torch.cuda.is_available():
-            from actors.driver import ClusterError
-
-            raise ClusterError("learner.use_gpu/rollout.gpus_per_actor: a GPU is requested but this machine has none; "
-                               "set learner.use_gpu=false and rollout.gpus_per_actor=0, or give ray.address of a GPU cluster")
-    if cfg.prompts.file is not None:
-        from .data import load_prompts
-
-        load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
-    from .limits import check_run_limits
-
-    check_run_limits(cfg)  # every prompt + max_new_tokens within the context; the step's counts
-    build_target(cfg)
-    check_proposal(cfg)
-
-
 def train_local(cfg, run_dir: Path) -> dict:
     from .console import output_to_log
     from .local import build_local
@@ -273,7 +228,8 @@ def _run_of(model: str) -> tuple[Path | None, str]:
 def cmd_sample(args) -> int:
     from actors.hf_engine import HFSampler
     from .limits import check_prompts_fit, run_contexts
-    from .models import bos_prompt_ids, resolve_model_path
+    from .loss import bos_prompt_ids
+    from .models import resolve_model_path
     from .seeding import derive_seed
 
     if args.n < 1:
@@ -394,7 +350,8 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
     import copy
 
     from . import qrs as Q
-    from .models import bos_prompt_ids, load_model_and_tokenizer
+    from .loss import bos_prompt_ids
+    from .models import load_model_and_tokenizer
     from .scoring import build_target
 
     pcfg = copy.deepcopy(cfg)

@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """Invalid configuration; str(e) is one line: '<dotted.field>: <problem>; <fix>'."""
+from .errors import ConfigError  # noqa: F401 - defined low so every layer can raise it; re-exported here
 
 
 @dataclass
@@ -412,8 +410,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"loss.baseline_momentum: must be in [0, 1), got {cfg.loss.baseline_momentum}")
     if cfg.loss.max_importance_weight is not None and not cfg.loss.max_importance_weight >= 1:
         raise ConfigError(f"loss.max_importance_weight: must be >= 1 or null, got {cfg.loss.max_importance_weight}")
-    from .limits import check_counts
-
     check_counts(cfg)  # the counts of a step, together (prompts file known: again at preflight)
     if cfg.rollout.backend not in ("vllm", "hf"):
         raise ConfigError(f"rollout.backend: unknown backend '{cfg.rollout.backend}'; use vllm or hf")
@@ -517,8 +513,6 @@ def refuse_hard_constraints(cfg: Config) -> None:
 
 
 def _validate_proposal(cfg: Config) -> None:
-    from .proposals import parse_proposal
-
     spec = parse_proposal(cfg.rollout.proposal)
     if spec.kind == "dataset" and cfg.prompts.file is not None:
         raise ConfigError("rollout.proposal: a dataset proposal serves unconditional runs only; "
@@ -536,3 +530,63 @@ def _validate_proposal(cfg: Config) -> None:
     if spec.kind not in ("base", "fixed"):
         raise ConfigError(f"rollout.proposal_update: only a base or fixed:PATH proposal can be updated, "
                           f"rollout.proposal is '{cfg.rollout.proposal}'; remove rollout.proposal_update")
+
+
+def check_counts(cfg: Config, n_prompts: int | None = None) -> None:
+    """The counts of a step, checked together: samples per step (learner.batch_size), prompts
+    per step, samples per prompt, target.fit_samples, learner workers and micro-batches.
+
+    ``n_prompts``: how many prompts the prompts file holds (after prompts.limit), when known.
+    Every rule keeps the number of samples a step trains on exactly ``learner.batch_size``
+    (and the base sample exactly ``target.fit_samples``) and every backend call at n >= 1."""
+    b, w = cfg.learner.batch_size, cfg.learner.num_workers
+    if b % w:
+        raise ConfigError(f"learner.batch_size: {b} is not divisible by learner.num_workers={w}; use a multiple")
+    if cfg.prompts.file is None:
+        return
+    k = cfg.prompts.per_step
+    if b % k:
+        raise ConfigError(f"prompts.per_step: learner.batch_size={b} is not divisible by "
+                          f"prompts.per_step={k}; use a divisor")
+    if cfg.target.fit_samples % k:
+        raise ConfigError(f"target.fit_samples: {cfg.target.fit_samples} is not divisible by prompts.per_step={k} "
+                          f"(the base sample is spread evenly over the step's prompts); use a multiple of {k}")
+    if n_prompts is not None and n_prompts < k:
+        raise ConfigError(f"prompts.per_step: {k} prompts per step but '{Path(cfg.prompts.file).name}' holds "
+                          f"{n_prompts}{' (after prompts.limit)' if cfg.prompts.limit is not None else ''}; "
+                          f"set prompts.per_step to a divisor of {b} no larger than {n_prompts}")
+
+
+# ----------------------------------------------------------------------------- rollout.proposal
+
+KINDS = ("policy", "base", "fixed", "dataset")
+
+
+@dataclass(frozen=True)
+class ProposalSpec:
+    """A parsed ``rollout.proposal``: ``kind`` in KINDS, ``path`` for fixed/dataset."""
+
+    kind: str
+    path: str | None = None
+
+    @property
+    def follows_policy(self) -> bool:
+        """True when the rollout engines receive the policy's weights every sync_every steps."""
+        return self.kind == "policy"
+
+
+def parse_proposal(text: str) -> ProposalSpec:
+    """``policy | base | fixed:PATH | dataset:PATH`` -> ProposalSpec; ConfigError otherwise."""
+    fix = "use policy, base, fixed:PATH or dataset:PATH"
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"rollout.proposal: expected a string, got {text!r}; {fix}")
+    kind, _, path = text.strip().partition(":")
+    if kind in ("policy", "base"):
+        if path:
+            raise ConfigError(f"rollout.proposal: '{text}' takes no path; {fix}")
+        return ProposalSpec(kind)
+    if kind in ("fixed", "dataset"):
+        if not path:
+            raise ConfigError(f"rollout.proposal: '{text}' needs a path after '{kind}:'; {fix}")
+        return ProposalSpec(kind, path)
+    raise ConfigError(f"rollout.proposal: unknown proposal '{text}'; {fix}")

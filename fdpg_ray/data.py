@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import UserInputError
 
-class PromptsError(ValueError):
+
+class PromptsError(UserInputError):
     """A prompts file that cannot be used; one line naming the fix."""
 
 

@@ -35,7 +35,7 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     from .diversity import diversity_metrics
     from .estimators import is_metrics
     from .limits import run_contexts
-    from .models import bos_prompt_ids
+    from .loss import bos_prompt_ids
     from .scoring import TargetScorer
 
     path = Path(target)

@@ -70,7 +70,7 @@ def run_inputs(cfg) -> dict[str, str]:
     out = {"model.path": _model_digest(cfg.model.path)}
     if cfg.prompts.file is not None:
         out["prompts.file"] = file_digest(cfg.prompts.file)
-    from .proposals import parse_proposal
+    from .config import parse_proposal
 
     proposal = parse_proposal(cfg.rollout.proposal)
     if proposal.kind == "fixed":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_counts
 
 
 def context_length(model_path) -> int | None:
@@ -88,7 +88,7 @@ def check_prompts_fit(model_path: str, prompts: list[tuple[str, str, str]], max_
     """Refuse the longest prompt that does not fit ``max_new_tokens`` in the model's context.
 
     ``prompts``: (field, where, text) as from :func:`run_prompts`.  Raises ConfigError."""
-    from .models import bos_prompt_ids
+    from .loss import bos_prompt_ids
 
     context = context_length(model_path)
     if context is None:
@@ -105,31 +105,6 @@ def check_prompts_fit(model_path: str, prompts: list[tuple[str, str, str]], max_
     if worst is not None:
         n, field, where = worst
         check_fits(n, max_new_tokens, context, field=field, where=where, tokens_field=tokens_field)
-
-
-def check_counts(cfg: Config, n_prompts: int | None = None) -> None:
-    """The counts of a step, checked together: samples per step (learner.batch_size), prompts
-    per step, samples per prompt, target.fit_samples, learner workers and micro-batches.
-
-    ``n_prompts``: how many prompts the prompts file holds (after prompts.limit), when known.
-    Every rule keeps the number of samples a step trains on exactly ``learner.batch_size``
-    (and the base sample exactly ``target.fit_samples``) and every backend call at n >= 1."""
-    b, w = cfg.learner.batch_size, cfg.learner.num_workers
-    if b % w:
-        raise ConfigError(f"learner.batch_size: {b} is not divisible by learner.num_workers={w}; use a multiple")
-    if cfg.prompts.file is None:
-        return
-    k = cfg.prompts.per_step
-    if b % k:
-        raise ConfigError(f"prompts.per_step: learner.batch_size={b} is not divisible by "
-                          f"prompts.per_step={k}; use a divisor")
-    if cfg.target.fit_samples % k:
-        raise ConfigError(f"target.fit_samples: {cfg.target.fit_samples} is not divisible by prompts.per_step={k} "
-                          f"(the base sample is spread evenly over the step's prompts); use a multiple of {k}")
-    if n_prompts is not None and n_prompts < k:
-        raise ConfigError(f"prompts.per_step: {k} prompts per step but '{Path(cfg.prompts.file).name}' holds "
-                          f"{n_prompts}{' (after prompts.limit)' if cfg.prompts.limit is not None else ''}; "
-                          f"set prompts.per_step to a divisor of {b} no larger than {n_prompts}")
 
 
 def check_run_limits(cfg: Config) -> None:

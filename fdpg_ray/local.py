@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 import torch
 
-from .config import Config
+from .config import Config, parse_proposal
 from .controller import Controller
-from .proposals import DatasetProposal, parse_proposal, rollout_model_path
+from .proposals import DatasetProposal, rollout_model_path
 from .seeding import ENGINE, PROPOSAL_DATA, derive_seed
 
 

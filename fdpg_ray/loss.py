@@ -149,3 +149,10 @@ class SequenceLogProbs(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, completion_mask):
         return sequence_log_probs(self.lm, input_ids, attention_mask, completion_mask, self.chunk_size)
+
+
+def bos_prompt_ids(tokenizer, text: str = "") -> list[int]:
+    """Token ids that start an unconditional sample: BOS (or EOS as BOS) then ``text``."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    return ([bos] if bos is not None else []) + list(ids)

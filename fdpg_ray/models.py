@@ -20,16 +20,13 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_DIR = REPO_ROOT / "models"
+from .errors import UserInputError
+from .paths import BUNDLED_DIR, cache_dir
 
 
-class ModelError(ValueError):
+
+class ModelError(UserInputError):
     """A model spec that cannot be resolved; one line naming the fix."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FDPG_RAY_CACHE", REPO_ROOT / ".cache"))
 
 
 def resolve_model_path(spec: str) -> str:
@@ -77,10 +74,3 @@ def load_model_and_tokenizer(spec: str, dtype: str = "float32", device: str = "c
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def bos_prompt_ids(tokenizer, text: str = "") -> list[int]:
-    """Token ids that start an unconditional sample: BOS (or EOS as BOS) then ``text``."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-    return ([bos] if bos is not None else []) + list(ids)

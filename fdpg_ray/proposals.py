@@ -33,45 +33,10 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
-
-KINDS = ("policy", "base", "fixed", "dataset")
-
-
-@dataclass(frozen=True)
-class ProposalSpec:
-    """A parsed ``rollout.proposal``: ``kind`` in KINDS, ``path`` for fixed/dataset."""
-
-    kind: str
-    path: str | None = None
-
-    @property
-    def follows_policy(self) -> bool:
-        """True when the rollout engines receive the policy's weights every sync_every steps."""
-        return self.kind == "policy"
-
-
-def parse_proposal(text: str) -> ProposalSpec:
-    """``policy | base | fixed:PATH | dataset:PATH`` -> ProposalSpec; ConfigError otherwise."""
-    fix = "use policy, base, fixed:PATH or dataset:PATH"
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"rollout.proposal: expected a string, got {text!r}; {fix}")
-    kind, _, path = text.strip().partition(":")
-    if kind in ("policy", "base"):
-        if path:
-            raise ConfigError(f"rollout.proposal: '{text}' takes no path; {fix}")
-        return ProposalSpec(kind)
-    if kind in ("fixed", "dataset"):
-        if not path:
-            raise ConfigError(f"rollout.proposal: '{text}' needs a path after '{kind}:'; {fix}")
-        return ProposalSpec(kind, path)
-    raise ConfigError(f"rollout.proposal: unknown proposal '{text}'; {fix}")
-
+from .config import Config, ConfigError, parse_proposal
 
 def rollout_model_path(cfg: Config) -> str:
     """The model the rollout engines serve: the proposal's for ``fixed:PATH``, else model.path."""

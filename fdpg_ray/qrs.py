@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UserInputError
+
 # The first key of a QRS seed path: derive_seed(run.seed, QRS_STREAM, k) with k = 0 for the
 # pilot draws of --beta auto, 1 for the proposals, 2 for the acceptance uniforms.  Far from
 # the training streams of fdpg_ray/seeding.py (1..6) so that none is shared.
@@ -45,7 +47,7 @@ QRS_STREAM = 101
 PILOT, PROPOSALS, UNIFORMS = 0, 1, 2
 
 
-class QRSError(ValueError):
+class QRSError(UserInputError):
     """Bad QRS input; one line naming the flag and the fix."""
 
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import UserInputError
 
-class TargetError(ValueError):
+
+class TargetError(UserInputError):
     """A target that cannot be built or fitted; the message is one line naming the fix."""
 
 

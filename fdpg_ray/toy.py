@@ -37,6 +37,7 @@ import torch
 
 from .atomic import atomic_directory
 from .divergences import get_divergence
+from .errors import ConfigError, UserInputError
 from .loss import collate, sequence_log_probs
 
 TOKENS = ["<s>", "a", "b", "c", "d"]  # the ``toy`` task (kept for importers)
@@ -46,7 +47,7 @@ WIDTH = 64
 _SPEC = re.compile(r"^toy(?::(?:v(\d+))?(?:l(\d+))?(?:w(\d+))?)?$")
 
 
-class ToySpecError(ValueError):
+class ToySpecError(UserInputError):
     """A malformed toy model spec; one line naming the fix."""
 
 
@@ -125,7 +126,7 @@ def toy_model_path(spec: str = "toy") -> str:
     """The folder of the toy model ``spec`` (built on first use, under a file lock)."""
     from filelock import FileLock
 
-    from .models import cache_dir
+    from .paths import cache_dir
 
     s = parse_toy_spec(spec)
     path = cache_dir() / "models" / s.name
@@ -180,7 +181,7 @@ class ExactTask:
         self.tokens, self.length = list(info["tokens"]), int(info["length"])
         self.conditional = contexts is not None
         if self.conditional:
-            from .models import bos_prompt_ids
+            from .loss import bos_prompt_ids
 
             if tokenizer is None:
                 raise ValueError("ExactTask: a conditional task needs the tokenizer to turn contexts into prompt ids")
@@ -275,8 +276,6 @@ def exact_task_for(cfg, scorer) -> ExactTask:
     ``prompts.file`` (after ``prompts.limit``) when the run has one."""
     info = read_toy_info(getattr(scorer.base, "name_or_path", None) or None)
     if cfg.model.max_new_tokens != info["length"]:
-        from .config import ConfigError
-
         raise ConfigError(f"model.max_new_tokens: the exact task enumerates completions of {info['length']} tokens, "
                           f"got {cfg.model.max_new_tokens}; set model.max_new_tokens={info['length']}")
     # Fitted lambdas exist only after the run's start(): the controller hands them over

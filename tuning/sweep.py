@@ -559,7 +559,7 @@ def _preflight(spec: dict) -> None:
     """What `fdpg-ray train` checks before starting anything, for every task and every model
     of the sweep: a model that is not built or a scorer that does not load fails here, in
     one line, not in every trial."""
-    from fdpg_ray.cli import preflight
+    from fdpg_ray.preflight import preflight
     from fdpg_ray.models import resolve_model_path
 
     first = _first_params(spec)

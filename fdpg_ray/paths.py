@@ -1,0 +1,19 @@
+"""Where things are on disk: the checkout, the bundled models, the cache of built models.
+
+``FDPG_RAY_CACHE`` moves the cache (default ``<checkout>/.cache``); the toy models, the
+converted SmolLM2 and ``make models`` build into ``CACHE/models/``.  Imports nothing of the
+project, so every module may use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DIR = REPO_ROOT / "models"  # models/gpt2-tiny is committed
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$FDPG_RAY_CACHE``, else ``<checkout>/.cache``."""
+    return Path(os.environ.get("FDPG_RAY_CACHE", REPO_ROOT / ".cache"))
