@@ -33,6 +33,12 @@ ENV_VARS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN
 
 
 def init_ray(cfg: Config) -> None:
+    """Connect to the cluster at ``ray.address`` (or $RAY_ADDRESS), or start a local Ray with ``ray.num_cpus`` CPUs.
+
+    No-op if Ray is already initialised (after probing ``ray.address``).  Actors inherit
+    :data:`ENV_VARS` and this directory on PYTHONPATH.  Raises ClusterError (one line) when
+    nothing answers at the address (5 s probe) or the connection fails.
+    """
     if cfg.ray.address:
         _probe(cfg.ray.address)  # even when this process is already connected somewhere
     if ray.is_initialized():
@@ -77,6 +83,11 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 def check_resources(cfg: Config) -> None:
+    """Raise ClusterError when the run asks for more GPUs or logical CPUs than the Ray cluster has.
+
+    Needs: rollout actors * their CPUs/GPUs + scorer actors * CPUs + learner workers * CPUs
+    (+1 GPU each with learner.use_gpu) + 0.1 CPU.
+    """
     total = ray.cluster_resources()
     gpus_needed = cfg.rollout.num_actors * cfg.rollout.gpus_per_actor + (cfg.learner.num_workers if cfg.learner.use_gpu else 0)
     if gpus_needed > total.get("GPU", 0):
@@ -90,6 +101,11 @@ def check_resources(cfg: Config) -> None:
 
 
 def start_actors(cfg: Config, run_dir: Path, resume: bool):
+    """Start the sink (pinned to this node), the rollout and scorer actors; wait until they are ready.
+
+    Returns (sink, rollout actors, scorer actors); no rollout actors for a dataset proposal.
+    Actors restart up to 3 times.  ``resume`` is unused.
+    """
     from actors.rollout import RolloutActor
     from actors.scorer import ScorerActor
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

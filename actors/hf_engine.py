@@ -15,6 +15,11 @@ from fdpg_ray.models import load_model_and_tokenizer
 
 
 class HFSampler:
+    """The transformers rollout backend: exact-log-prob sampling, scoring and weight loading in-process.
+
+    Loads ``model_path`` (any spec :func:`~fdpg_ray.models.load_model_and_tokenizer` takes) in
+    ``dtype`` on ``device``; ``batch_size`` sequences per ``generate`` call; ``seed`` seeds torch.
+    """
     def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
                  batch_size: int = 256, **_ignored):
         self.model, self.tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device=device)
@@ -31,6 +36,13 @@ class HFSampler:
     @torch.no_grad()
     def sample(self, prompt_token_ids: list[list[int]], n: int, max_new_tokens: int, temperature: float = 1.0,
                min_new_tokens: int = 0, ignore_eos: bool = False, seed: int | None = None) -> list[dict]:
+        """Draw ``n`` completions of up to ``max_new_tokens`` tokens for each prompt (pure sampling at ``temperature``).
+
+        Returns len(prompts) * n dicts, prompt by prompt: prompt_index, token_ids (EOS kept),
+        text, log_q (sum of the sampled tokens' log-probs under the processed distribution, nats),
+        finish_reason ("stop" | "length").  ``seed`` reseeds torch first.  Raises ConfigError when
+        a prompt plus ``max_new_tokens`` exceeds the model's context (refused, never truncated).
+        """
         from fdpg_ray.limits import check_fits, context_length
 
         context = context_length(self.model.config)
@@ -81,11 +93,13 @@ class HFSampler:
 
     @torch.no_grad()
     def score(self, prompt_token_ids: list[list[int]], completion_token_ids: list[list[int]]) -> list[float]:
+        """Sequence log-probabilities (nats) of the completions after their prompts, one float per pair."""
         ids, attn, comp = collate(prompt_token_ids, completion_token_ids, self.pad_id, self.device)
         return sequence_log_probs(self.model, ids, attn, comp).tolist()
 
     @torch.no_grad()
     def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
+        """Copy ``named_tensors`` (state_dict names) into the model, non-strict (missing names keep their values)."""
         self.model.load_state_dict(named_tensors, strict=False)
 
     # -- weight transfer through a process group (actors/weight_group.py), as vLLM's worker -- #
@@ -127,6 +141,7 @@ class HFSampler:
         return {"total": total, "wait": receiver.last_wait_seconds or 0.0}
 
     def close_weight_group(self) -> None:
+        """Leave the weight-transfer group, if joined (idempotent)."""
         receiver = getattr(self, "_receiver", None)
         if receiver is not None:
             receiver.group.close()

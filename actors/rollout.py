@@ -33,6 +33,11 @@ from fdpg_ray.seeding import ENGINE, derive_seed
 
 @ray.remote
 class RolloutActor:
+    """Ray actor holding one sampler (:class:`~actors.vllm_engine.VLLMSampler` or :class:`~actors.hf_engine.HFSampler`).
+
+    ``cfg``: the run's config as a dict (``rollout.backend`` picks the sampler; a ``fixed:``
+    proposal's model is served instead of model.path).  ``version`` counts weight loads.
+    """
     def __init__(self, cfg: dict, index: int = 0, run_dir: str | None = None):
         """Rollout engine ``index`` of a run (seeded from run.seed and the index); with
         ``run_dir``, this process's output goes to RUN_DIR/logs/ (fdpg_ray.console)."""
@@ -58,9 +63,15 @@ class RolloutActor:
         self.version = 0
 
     def ready(self) -> str:
+        """The sampler's class name, once the engine has started (callers ``ray.get`` it to wait)."""
         return type(self.sampler).__name__
 
     def sample(self, prompt_ids, n, seed):
+        """``n`` samples per prompt at ``rollout.temperature``, up to ``model.max_new_tokens`` tokens each.
+
+        Returns {"samples": the sampler's dicts (prompt_index, token_ids, text, log_q in nats, ...),
+        "version": weight loads so far}.
+        """
         c = self.cfg
         out = self.sampler.sample(prompt_ids, n, c.model.max_new_tokens, temperature=c.rollout.temperature, seed=seed)
         return {"samples": out, "version": self.version}
@@ -103,6 +114,7 @@ class RolloutActor:
         return out
 
     def close_weight_group(self) -> None:
+        """Leave the weight-transfer group (idempotent)."""
         self.weight_group_id_ = None
         self.sampler.close_weight_group()
 
@@ -148,6 +160,11 @@ class RolloutGroup:
         self.last_push_stats: dict = {}
 
     def submit(self, prompt_ids: list[list[int]], n: int, seed: int):
+        """Start sampling ``n`` completions per prompt across the actors; returns the handle for :meth:`collect`.
+
+        With at least as many prompts as actors, actor k takes prompts k, k + A, ...; otherwise
+        the n samples per prompt are split between actors.  Actor k's seed is derive_seed(seed, k).
+        """
         A = len(self.actors)
         jobs = []  # (actor, prompt indices, n)
         if len(prompt_ids) >= A:  # split prompts
@@ -166,6 +183,7 @@ class RolloutGroup:
         return refs
 
     def collect(self, refs) -> list[dict]:
+        """Wait for :meth:`submit`'s samples; returns them ordered by prompt index (global indices)."""
         results = ray.get([r for _, r in refs])
         out = []
         for (idx, _), res in zip(refs, results):

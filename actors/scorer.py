@@ -15,6 +15,7 @@ import torch
 
 @ray.remote
 class ScorerActor:
+    """Ray actor holding one :class:`~fdpg_ray.scoring.TargetScorer`: the frozen base model a, scorers and target."""
     def __init__(self, cfg: dict, run_dir: str | None = None):
         """The run's target scorer; with ``run_dir``, this process's output goes to
         RUN_DIR/logs/ (fdpg_ray.console)."""
@@ -28,15 +29,22 @@ class ScorerActor:
         self.scorer = TargetScorer(_config(cfg))
 
     def ready(self) -> list[str]:
+        """The scorers' names, once the base model and scorers are loaded (callers ``ray.get`` it to wait)."""
         return list(self.scorer.scorers)
 
     def score(self, batch: dict) -> dict:
+        """{log_a (n,) nats, features {name: (n,)}, log_P (n,) nats} for a rollout batch.
+
+        See :meth:`~fdpg_ray.scoring.TargetScorer.score`.
+        """
         return self.scorer.score(batch)
 
     def fit(self, batch: dict) -> dict:
+        """Fit the distributional lambdas on ``batch`` (:meth:`~fdpg_ray.scoring.TargetScorer.fit`): {"lambdas", "moments"}."""
         return self.scorer.fit(batch)
 
     def set_lambdas(self, lambdas: dict) -> None:
+        """Set the distributional lambdas ``{name: lambda}``."""
         self.scorer.set_lambdas(lambdas)
 
 
@@ -50,6 +58,10 @@ class ScorerGroup:
         self.actors = actors
 
     def score(self, batch: dict) -> dict:
+        """Score a batch split into contiguous row ranges, one per actor; concatenated back in row order.
+
+        Returns {log_a (n,) float64 nats, log_P (n,) float64 nats, features {name: (n,) array}}.
+        """
         n, A = len(batch["texts"]), len(self.actors)
         bounds = [round(k * n / A) for k in range(A + 1)]
         parts = []
@@ -65,9 +77,11 @@ class ScorerGroup:
         }
 
     def fit(self, batch: dict) -> dict:
+        """Fit the lambdas on the first actor, then set them on every actor; returns {"lambdas", "moments"}."""
         fit = ray.get(self.actors[0].fit.remote({key: batch[key] for key in _ROW_KEYS}))
         self.set_lambdas(fit["lambdas"])
         return fit
 
     def set_lambdas(self, lambdas: dict) -> None:
+        """Set the distributional lambdas ``{name: lambda}`` on every actor (blocking)."""
         ray.get([a.set_lambdas.remote(lambdas) for a in self.actors])

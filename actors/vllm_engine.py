@@ -165,6 +165,7 @@ class FdpgWorkerExtension:
         return {"total": time.perf_counter() - t0, "wait": receiver.last_wait_seconds or 0.0}
 
     def fdpg_close_weight_group(self) -> None:
+        """Leave the weight-transfer group on this vLLM worker, if joined (idempotent)."""
         receiver = getattr(self, "_fdpg_receiver", None)
         if receiver is not None:
             receiver.group.close()
@@ -431,6 +432,7 @@ class VLLMSampler:
         return {"total": self.last_load_weights_s, "wait": max(t["wait"] for t in times) if times else 0.0}
 
     def close_weight_group(self) -> None:
+        """Make the engine's worker leave the weight-transfer group (no-op before the engine exists)."""
         if getattr(self, "llm", None) is not None:
             self.llm.collective_rpc("fdpg_close_weight_group")
 

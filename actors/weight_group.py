@@ -93,11 +93,13 @@ class BucketPlan:
         return sum(_nbytes(dt, shape) for _, dt, shape, _, _ in self.entries)
 
     def to_dict(self) -> dict:
+        """The plan as plain lists and ints (shapes as lists), for RPC; inverse of :meth:`from_dict`."""
         return {"entries": [list(e[:2]) + [list(e[2])] + list(e[3:]) for e in self.entries],
                 "bucket_nbytes": list(self.bucket_nbytes)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BucketPlan":
+        """Rebuild a plan from :meth:`to_dict`'s output (KeyError / ValueError on a malformed dict)."""
         return cls(tuple((str(n), str(dt), tuple(int(s) for s in shape), int(b), int(o))
                          for n, dt, shape, b, o in d["entries"]),
                    tuple(int(x) for x in d["bucket_nbytes"]))
@@ -200,6 +202,7 @@ class WeightGroup:
         return self.pg.broadcast([tensor], opts)
 
     def close(self) -> None:
+        """Shut down the process group (best effort) and drop the store; idempotent."""
         if self.closed:
             return
         self.closed = True

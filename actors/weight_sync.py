@@ -165,6 +165,11 @@ class CPUWeightSync:
         self.last_push_s: float | None = None
 
     def push(self, named_tensors: Mapping[str, torch.Tensor]) -> None:
+        """Pack ``named_tensors`` once (:func:`pack_state_dict`) and load them into every target; blocking.
+
+        Actor targets share one ``ray.put`` copy of the buffers.  Seconds taken go to
+        ``last_push_s``.  Raises TypeError for a target without ``load_packed``.
+        """
         import time
 
         t0 = time.perf_counter()

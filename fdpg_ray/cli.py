@@ -27,6 +27,7 @@ def _add_common(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fdpg-ray`` argument parser: subcommands train, eval, sample, qrs, sweep, report."""
     ap = argparse.ArgumentParser(prog="fdpg-ray", description="f-DPG: align a language model to a target "
                                  "distribution by minimising any f-divergence, on Ray.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fdpg-ray``: parse ``argv`` (None: sys.argv), run the subcommand, return the exit status.
+
+    A user-input error (:func:`~fdpg_ray.errors.is_user_error`) prints one ``error: ...`` line
+    on stderr and returns 2; other exceptions, and any with ``--debug``, propagate.
+    """
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         from .console import VERBOSE_ENV
@@ -106,6 +112,7 @@ def quiet_libraries() -> None:
 # ----------------------------------------------------------------------------- train
 
 def new_run_dir(cfg) -> Path:
+    """A fresh RUN_DIR path: run.output_dir/run.name-YYYYmmdd-HHMMSS, with -1, -2, ... if taken (not created)."""
     base = Path(cfg.run.output_dir) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     d, i = base, 1
     while d.exists():
@@ -114,6 +121,11 @@ def new_run_dir(cfg) -> Path:
 
 
 def cmd_train(args) -> int:
+    """``fdpg-ray train``: start a run from CONFIG.yaml, or continue one with ``--resume RUN_DIR``; prints the summary.
+
+    Raises ConfigError for a missing config, a RUN_DIR that already holds a run, or a resume
+    that is not a run directory, has finished, or mixes in other options.
+    """
     from .config import ConfigError, load_config
 
     if args.resume:
@@ -157,6 +169,11 @@ def train(cfg, run_dir: Path, resume: bool = False, local: bool = False, resume_
 
 
 def train_local(cfg, run_dir: Path) -> dict:
+    """Train in this process with no Ray (``--local``): same controller and math; returns the summary.
+
+    Writes RUN_DIR through :class:`~fdpg_ray.sink.RunSink` (marked failed on any exception,
+    which is re-raised); the libraries' output goes to RUN_DIR/logs/.
+    """
     from .console import output_to_log
     from .local import build_local
     from .report import before_after
@@ -185,6 +202,7 @@ def train_local(cfg, run_dir: Path) -> dict:
 
 
 def print_summary(summary: dict) -> None:
+    """Print a finished run's before/after table, two sample texts before and after, plot paths and the final model."""
     import pandas as pd
 
     run_dir = Path(summary["run_dir"])
@@ -226,6 +244,12 @@ def _run_of(model: str) -> tuple[Path | None, str]:
 
 
 def cmd_sample(args) -> int:
+    """``fdpg-ray sample``: print ``--n`` samples of a model as JSON lines {"text", "log_q" (nats), "context"?}.
+
+    A run directory's model continues the run's contexts.  Raises ValueError for ``--n`` or
+    ``--max-new-tokens`` < 1, ConfigError for a run without final/, and the prompt-length
+    check's error when the prompt and new tokens exceed the model's context.
+    """
     from actors.hf_engine import HFSampler
     from .limits import check_prompts_fit, run_contexts
     from .loss import bos_prompt_ids
@@ -277,6 +301,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """``fdpg-ray eval``: measure a run's final model (or any model) against a target; prints the result as JSON."""
     from .evaluate import evaluate
 
     result = evaluate(args.target, config=args.config, n=args.n, overrides=args.overrides)
@@ -431,6 +456,7 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
 
 
 def cmd_sweep(args) -> int:
+    """``fdpg-ray sweep``: run (or ``--resume``) the Ray Tune sweep of a sweep YAML (:func:`tuning.sweep.run_sweep`)."""
     from tuning.sweep import run_sweep
 
     run_sweep(args.sweep, overrides=args.overrides, resume=args.resume, sweep_dir=args.sweep_dir)
@@ -438,6 +464,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """``fdpg-ray report``: write a sweep's Markdown report and plots; prints the report's path."""
     from tuning.report import write_report
 
     print(write_report(args.sweep_dir, out=args.out))

@@ -22,6 +22,7 @@ from .errors import ConfigError  # noqa: F401 - defined low so every layer can r
 
 @dataclass
 class RunConfig:
+    """``run.*``: name, output folder, seed, number of steps, evaluation and checkpoint cadence (steps), trackers."""
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 0
@@ -37,6 +38,7 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
+    """``model.*``: the policy's starting model (spec as in :mod:`fdpg_ray.models`), dtype, tokens per sample, prompt."""
     path: str = "bundled:gpt2-tiny"   # bundled:<name>, smollm2, toy, a local folder, or a hub name
     dtype: str = "float32"            # float32 | bfloat16 | float16 (learner compute dtype)
     max_new_tokens: int = 40
@@ -46,6 +48,7 @@ class ModelConfig:
 
 @dataclass
 class PromptsConfig:
+    """``prompts.*``: a JSONL prompts file for conditional targets (None: unconditional), and prompts per step."""
     file: str | None = None        # JSONL read with `datasets`; one prompt per row
     field: str = "prompt"
     per_step: int = 8              # prompts per step; samples per prompt = batch_size / per_step
@@ -54,6 +57,9 @@ class PromptsConfig:
 
 @dataclass
 class TargetConfig:
+    """``target.*``: the constraints that build the EBM P(x) (:mod:`fdpg_ray.targets`), the base-sample
+    count for fitting lambdas and seeding Z_hat, and the toy task's exact mode.
+    """
     # Each constraint: {kind: pointwise|distributional|reward, scorer: {...}, moment?, beta?, lam?}
     constraints: list = field(default_factory=list)
     # Base-model samples used to fit lambdas, seed Z_hat and estimate kl_p_pi_base; conditional
@@ -65,6 +71,7 @@ class TargetConfig:
 
 @dataclass
 class LossConfig:
+    """``loss.*``: the baseline, the |log t| clamp (nats), the importance-weight cap, the log-softmax chunk (positions)."""
     # moving | leave_one_out | none (docs/design.md, "Baseline"); older configs' true/false
     # still load and mean moving/none.
     baseline: str = "leave_one_out"
@@ -86,6 +93,7 @@ class LoraConfig:
 
 @dataclass
 class LearnerConfig:
+    """``learner.*``: optimiser (lr, schedule, clipping), batch sizes in samples, Ray Train workers, DDP/FSDP, LoRA."""
     lr: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 64          # samples per step (all workers together)
@@ -102,6 +110,9 @@ class LearnerConfig:
 
 @dataclass
 class RolloutConfig:
+    """``rollout.*``: the sampling backend and its actors, temperature, weight-sync cadence and transport
+    (bucket size in MiB), and the proposal q (:mod:`fdpg_ray.proposals`).
+    """
     backend: str = "vllm"          # vllm | hf
     num_actors: int = 1
     cpus_per_actor: float = 0.5
@@ -123,6 +134,7 @@ class RolloutConfig:
 
 @dataclass
 class ScorerConfig:
+    """``scorer.*``: scorer actors, CPUs per actor and sequences per forward pass of the base model."""
     num_actors: int = 1
     cpus_per_actor: float = 0.25
     batch_size: int = 64
@@ -130,6 +142,7 @@ class ScorerConfig:
 
 @dataclass
 class EvalConfig:
+    """``eval.*``: policy samples per evaluation, texts kept, and the base samples of kl_p_pi_base."""
     samples: int = 128             # policy samples per evaluation
     n_texts: int = 8               # sample texts kept in metrics / printed
     # Base-model samples kept as the fixed evaluation set of kl_p_pi_base (drawn at the start
@@ -141,12 +154,17 @@ class EvalConfig:
 
 @dataclass
 class RayConfig:
+    """``ray.*``: the cluster address (None: start a local instance) and a local instance's logical CPUs."""
     address: str | None = None     # None: start a local instance; "auto" or ray://... for clusters
     num_cpus: float | None = 8     # logical CPUs for a local instance (see SPEC §3); None: detect
 
 
 @dataclass
 class Config:
+    """The whole config tree; ``divergence`` names the f (:func:`~fdpg_ray.divergences.get_divergence`).
+
+    Every field has a default; load from YAML with dotted ``--set`` overrides.
+    """
     divergence: str = "js"
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -160,9 +178,11 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict:
+        """The config as nested plain dicts and lists (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> "Config":
+        """Check every field together (:func:`validate`); returns self, raises ConfigError."""
         return validate(self)
 
 
@@ -369,6 +389,12 @@ def _split_override(text: str) -> tuple[str, Any]:
 
 
 def validate(cfg: Config) -> Config:
+    """Check a loaded config; returns it (``loss.baseline`` made canonical) or raises ConfigError.
+
+    Checks the divergence name, trackers, positive counts, step counts (:func:`check_counts`),
+    ranges, backend and strategy names, LoRA settings, the proposal, the toy task's length,
+    the constraints' keys, and :func:`refuse_hard_constraints`; one line naming field and fix.
+    """
     from .divergences import get_divergence
 
     try:
@@ -502,6 +528,9 @@ def infinite_at_p_zero(divergence) -> bool:
 
 
 def refuse_hard_constraints(cfg: Config) -> None:
+    """Raise ConfigError when the divergence is chi2 or alpha:a with a > 1 (:func:`infinite_at_p_zero`)
+    and a pointwise constraint's scorer can give b(x) = 0 (docs/design.md, "p(x) = 0").
+    """
     if not infinite_at_p_zero(cfg.divergence):
         return
     for i, c in enumerate(cfg.target.constraints):

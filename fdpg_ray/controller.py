@@ -42,15 +42,19 @@ from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 # ----------------------------------------------------------------------------- world
 
 class SingleProcess:
+    """The one-process data-parallel "group" (rank 0 of 1): every collective returns its input."""
     rank, size = 0, 1
 
     def broadcast(self, obj):
+        """Return ``obj`` (nothing to broadcast to)."""
         return obj
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Return ``t`` (the only shard is the whole batch)."""
         return t
 
     def sum(self, x: float) -> float:
+        """Return ``x`` (the sum over one process)."""
         return x
 
 
@@ -64,16 +68,19 @@ class TorchDistributed:
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
 
     def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (any picklable object; ``broadcast_object_list``)."""
         box = [obj if self.rank == 0 else None]
         self.dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's 1-D ``t`` in rank order (CPU tensor, length sum of the shards)."""
         parts = [None] * self.size
         self.dist.all_gather_object(parts, t.cpu())
         return torch.cat(parts)
 
     def sum(self, x: float) -> float:
+        """The sum of ``x`` over all ranks (float64 all-reduce), on every rank."""
         t = torch.tensor([x], dtype=torch.float64)
         self.dist.all_reduce(t)  # gloo and NCCL both sum by default
         return t.item()
@@ -102,6 +109,7 @@ class PromptSource:
 
     @property
     def conditional(self) -> bool:
+        """Whether prompts come from a file (a conditional target, one Z_c per prompt)."""
         return self.cfg.prompts.file is not None
 
     def next(self, batch_size: int) -> tuple[list[str], list[list[int]], int]:
@@ -111,9 +119,11 @@ class PromptSource:
         return [self.texts[i] for i in idx], [self.ids[i] for i in idx], batch_size // self.per_step
 
     def state_dict(self):
+        """The cursor and the shuffled prompt list, for checkpoints."""
         return {"cursor": self.cursor, "texts": self.texts}
 
     def load_state_dict(self, state):
+        """Restore the cursor and prompt order of :meth:`state_dict` (re-tokenising if the list changed)."""
         self.cursor = state["cursor"]
         if state["texts"] != self.texts:
             self.texts = state["texts"]
@@ -121,6 +131,11 @@ class PromptSource:
 
 
 def make_batch(samples: list[dict], contexts: list[str], prompt_ids: list[list[int]]) -> dict:
+    """Turn collected rollout samples into a batch dict of lists and a (n,) float64 ``log_q`` (nats).
+
+    Fields: prompt_ids, completion_ids, texts, contexts (looked up by each sample's
+    ``prompt_index`` in ``contexts`` / ``prompt_ids``) and log_q (NaN where unknown).
+    """
     return {
         "prompt_ids": [prompt_ids[s["prompt_index"]] for s in samples],
         "completion_ids": [s["token_ids"] for s in samples],
@@ -163,6 +178,11 @@ def build_lr_scheduler(optimizer, schedule: str, steps: int, warmup_steps: int =
 
 
 class Controller:
+    """One f-DPG learner: sampling, scoring, the update, Z_hat, the baseline, metrics and checkpoints.
+
+    The same object runs in one process (:mod:`fdpg_ray.local`) and on every Ray Train worker;
+    the collaborators it is handed are described in the module docstring.
+    """
     def __init__(self, cfg: Config, policy, tokenizer, *, rollout, scorer, sink=None, world=None,
                  exact=None, optimizer=None, model=None):
         """``policy`` is the transformers model (its state_dict is pushed and saved);
@@ -227,6 +247,9 @@ class Controller:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore everything :meth:`state_dict` saved except the weights (step, Z_hat, baseline,
+        prompts, RNGs, optimizer, scheduler, base samples, dataset proposal cursor).
+        """
         self.step = state["step"]
         self.samples_seen = state["samples_seen"]
         self.skipped_steps = state["skipped_steps"]
@@ -286,6 +309,9 @@ class Controller:
         return self.world.broadcast(batch)
 
     def log_pi(self, batch: dict, rows: slice, grad: bool) -> torch.Tensor:
+        """Sequence log pi_theta (nats) over the generated tokens of the batch rows in the slice
+        ``rows``: one value per row, with gradient when ``grad``.
+        """
         ids, attn, comp = collate(batch["prompt_ids"][rows], batch["completion_ids"][rows], self.pad_id,
                                   next(self.policy.parameters()).device)
         with torch.set_grad_enabled(grad):
@@ -352,6 +378,12 @@ class Controller:
 
     # ---- metrics ------------------------------------------------------------------
     def metrics(self, batch, log_pi, log_Z, full, loss, grad_norm) -> dict:
+        """The row logged for this step: loss, Z_hat, importance-sampled divergences
+        (:func:`~fdpg_ray.estimators.is_metrics`), diversity, lengths, pseudo-reward, baseline,
+        gradient norm, timing and process stats.
+
+        ``log_pi``, ``log_Z``: (n,) nats over the whole batch; ``full``: the batch's :class:`~fdpg_ray.loss.LossOutput`.
+        """
         texts = batch["texts"]
         m = {
             "step": self.step, "samples": self.samples_seen, "loss": loss,
@@ -389,6 +421,7 @@ class Controller:
         return self.p_zero_seen
 
     def feature_means(self, features) -> dict[str, float]:
+        """{feature name: mean over the batch} (logged as feature_<name>)."""
         return {k: float(np.mean(v)) for k, v in features.items()}
 
     def alignment(self, features) -> float:
@@ -594,6 +627,7 @@ class Controller:
         return {"kl_p_q": kl_q, "proposal_updates": self.proposal_updates}
 
     def scorer_set_lambdas(self, lambdas):
+        """Hand the fitted distributional lambdas ``{name: lambda}`` to the scorer."""
         self.scorer.set_lambdas(lambdas)
 
     def run(self, *, resume: dict | None = None, on_step=None) -> list[dict]:
@@ -689,6 +723,10 @@ def process_stats() -> dict:
 
 
 def sample_records(batch: dict, step: int, limit: int) -> list[dict]:
+    """The first ``limit`` samples of ``batch`` as JSON-ready dicts for RUN_DIR/samples/STEP.jsonl.
+
+    Each holds step, context, text, log_q, log_P, log_a (nats) and feature_<name>.
+    """
     out = []
     for i, text in enumerate(batch["texts"][:limit]):
         rec = {"step": step, "context": batch["contexts"][i], "text": text,

@@ -105,6 +105,7 @@ def _vader():
 
 
 def vader_compound(text: str) -> float:
+    """VADER's compound sentiment score of ``text``, in [-1, 1] (needs the vaderSentiment package)."""
     return float(_vader().polarity_scores(text)["compound"])
 
 

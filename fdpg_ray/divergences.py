@@ -46,6 +46,10 @@ class Divergence:
     report_scale: float = 1.0
 
     def f(self, log_t) -> torch.Tensor:  # pragma: no cover - abstract
+        """f(t) elementwise, from ``log_t = log pi(x) - log p(x)`` (any shape); float64, same shape.
+
+        The generator of D_f(pi || p) = E_{x~p}[f(t)], t = pi/p (SPEC §1); before ``report_scale``.
+        """
         raise NotImplementedError
 
     @property
@@ -58,6 +62,11 @@ class Divergence:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def pseudo_reward(self, log_t) -> torch.Tensor:  # pragma: no cover - abstract
+        """Pseudo-reward r = -f'(t) elementwise from ``log_t`` (any shape); float64, same shape.
+
+        The per-sample reward of the f-DPG policy gradient (Go et al. 2023, Theorem 1); limits at
+        log t = +-inf as in the module docstring.
+        """
         raise NotImplementedError
 
 
@@ -68,13 +77,16 @@ class ForwardKL(Divergence):
         super().__init__("kl")
 
     def f(self, log_t):
+        """f(t) = -log t = -log_t (float64, same shape as ``log_t``)."""
         return -_f64(log_t)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = 1/t = exp(-log_t) = p/pi; 0 at log_t = +inf (p = 0), +inf at -inf."""
         return torch.exp(-_f64(log_t))
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim_{t->inf} -log(t)/t = 0: pi-mass where p = 0 costs nothing under KL(p || pi)."""
         return 0.0
 
 
@@ -85,15 +97,18 @@ class ReverseKL(Divergence):
         super().__init__("rkl")
 
     def f(self, log_t):
+        """f(t) = t log t = exp(log_t) * log_t; 0 at log_t = -inf (the limit), +inf at +inf."""
         u = _f64(log_t)
         out = torch.exp(u) * u
         return torch.where(u == -math.inf, torch.zeros_like(u), out)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = -log t - 1 = log(p/pi) - 1; -inf at log_t = +inf (p = 0)."""
         return -_f64(log_t) - 1.0
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim t log t / t = +inf: KL(pi || p) is infinite if pi puts mass where p = 0."""
         return math.inf
 
 
@@ -104,13 +119,16 @@ class TotalVariation(Divergence):
         super().__init__("tv")
 
     def f(self, log_t):
+        """f(t) = |t - 1| / 2 = |expm1(log_t)| / 2."""
         return 0.5 * torch.abs(torch.expm1(_f64(log_t)))
 
     def pseudo_reward(self, log_t):
+        """r = -sign(t - 1) / 2 = -sign(log_t) / 2 (0 at t = 1; -1/2 at log_t = +inf)."""
         return -0.5 * torch.sign(_f64(log_t))
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim |t - 1| / (2t) = 1/2."""
         return 0.5
 
 
@@ -124,16 +142,22 @@ class JensenShannon(Divergence):
         super().__init__("js", report_scale=0.5)
 
     def f(self, log_t):
+        """f(t) = t log(2t/(1+t)) + log(2/(1+t)) in u = log_t: e^u (log 2 - softplus(-u)) + log 2 - softplus(u).
+
+        This is 2 JS (``report_scale`` = 1/2 reports JS); +inf at u = +inf, log 2 at u = -inf.
+        """
         u = _f64(log_t)
         out = torch.exp(u) * (LOG2 - F.softplus(-u)) + LOG2 - F.softplus(u)
         out = torch.where(u == math.inf, torch.full_like(u, math.inf), out)
         return torch.where(u == -math.inf, torch.full_like(u, LOG2), out)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = log((1+t)/(2t)) = softplus(-log_t) - log 2 = log((pi+p)/(2 pi)); -log 2 at log_t = +inf."""
         return F.softplus(-_f64(log_t)) - LOG2
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim f(t)/t = log 2 (nats per unit of pi-mass where p = 0, before ``report_scale``)."""
         return LOG2  # before report_scale: JS gets log(2)/2 per unit of mass
 
 
@@ -152,6 +176,10 @@ class Alpha(Divergence):
         object.__setattr__(self, "a", float(a))
 
     def f(self, log_t):
+        """f(t) = (t^a - 1 - a(t - 1)) / (a(a - 1)) = (expm1(a log_t) - a expm1(log_t)) / (a(a - 1)).
+
+        +inf at log_t = +inf; at log_t = -inf, 1/a for a > 0 and +inf for a < 0.
+        """
         a, u = self.a, _f64(log_t)
         out = (torch.expm1(a * u) - a * torch.expm1(u)) / (a * (a - 1.0))
         # Limits at the ends: at u=+inf the dominant term is t^a (a>1) or -a t (a<1): +inf
@@ -161,11 +189,16 @@ class Alpha(Divergence):
         return torch.where(u == -math.inf, torch.full_like(u, at_minus_inf), out)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = (1 - t^(a-1)) / (a - 1) = -expm1((a - 1) log_t) / (a - 1).
+
+        At log_t = +inf (p = 0): -1/(1 - a) for a < 1, -inf for a > 1.
+        """
         a, u = self.a, _f64(log_t)
         return -torch.expm1((a - 1.0) * u) / (a - 1.0)
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim f(t)/t: 1/(1 - a) for a < 1, +inf for a > 1."""
         return 1.0 / (1.0 - self.a) if self.a < 1 else math.inf
 
 
@@ -176,13 +209,16 @@ class Hellinger(Divergence):
         super().__init__("hellinger")
 
     def f(self, log_t):
+        """f(t) = (sqrt t - 1)^2 = expm1(log_t / 2)^2."""
         return torch.expm1(0.5 * _f64(log_t)) ** 2
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = 1/sqrt t - 1 = sqrt(p/pi) - 1 = expm1(-log_t / 2); -1 at log_t = +inf."""
         return torch.expm1(-0.5 * _f64(log_t))
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim (sqrt t - 1)^2 / t = 1."""
         return 1.0
 
 
@@ -193,13 +229,16 @@ class ChiSquared(Divergence):
         super().__init__("chi2")
 
     def f(self, log_t):
+        """f(t) = (t - 1)^2 = expm1(log_t)^2."""
         return torch.expm1(_f64(log_t)) ** 2
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = 2(1 - t) = -2 expm1(log_t) = 2(1 - pi/p); -inf at log_t = +inf."""
         return -2.0 * torch.expm1(_f64(log_t))
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim (t - 1)^2 / t = +inf: chi^2(pi || p) is infinite if pi puts mass where p = 0."""
         return math.inf
 
 
@@ -215,14 +254,17 @@ class ReverseChiSquared(Divergence):
         super().__init__("rchi2")
 
     def f(self, log_t):
+        """f(t) = (1 - t)^2 / t = (2 sinh(log_t / 2))^2 (even in log_t)."""
         u = _f64(log_t)
         return (2.0 * torch.sinh(0.5 * u)) ** 2
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = 1/t^2 - 1 = expm1(-2 log_t); -1 at log_t = +inf, +inf at -inf."""
         return torch.expm1(-2.0 * _f64(log_t))
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim (1 - t)^2 / t^2 = 1."""
         return 1.0
 
 
@@ -236,17 +278,20 @@ class Jeffreys(Divergence):
         super().__init__("jeffreys")
 
     def f(self, log_t):
+        """f(t) = (t - 1) log t = expm1(log_t) * log_t; +inf at log_t = +-inf."""
         u = _f64(log_t)
         out = torch.expm1(u) * u
         return torch.where(torch.isinf(u), torch.full_like(u, math.inf), out)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) = 1/t - 1 - log t = expm1(-log_t) - log_t; -inf at log_t = +inf."""
         u = _f64(log_t)
         out = torch.expm1(-u) - u
         return torch.where(u == math.inf, torch.full_like(u, -math.inf), out)
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim (t - 1) log t / t = +inf (as rkl)."""
         return math.inf
 
 
@@ -289,10 +334,18 @@ class UserDivergence(Divergence):
             -USER_LOG_T_LIMIT, USER_LOG_T_LIMIT)
 
     def f(self, log_t):
+        """The user's f at ``log_t`` (float64, same shape); log_t = +-inf is replaced by +-50 first.
+
+        Non-finite values the callable returns at finite log_t are passed on as they are.
+        """
         u = _f64(log_t)
         return torch.as_tensor(self.fn(torch.where(torch.isinf(u), self._u(u), u)), dtype=torch.float64)
 
     def pseudo_reward(self, log_t):
+        """r = -f'(t) at ``log_t`` clamped to [-50, 50] (float64, same shape, no gradient).
+
+        The callable's ``pseudo_reward`` attribute if it has one, else -(df/du) e^(-u) by autograd, u = log t.
+        """
         u = self._u(log_t).detach()
         if self.reward_fn is not None:
             return torch.as_tensor(self.reward_fn(u), dtype=torch.float64)
@@ -303,6 +356,9 @@ class UserDivergence(Divergence):
 
     @property
     def f_star_zero(self):
+        """f*(0) = lim_{t->inf} f(t)/t: the callable's ``f_star_zero`` attribute, else f(e^50)/e^50
+        when it moved by <= 1e-3 (relative) since log t = 25, else +inf.
+        """
         if self._f_star_zero is not None:
             return float(self._f_star_zero)
         u = torch.tensor([25.0, USER_LOG_T_LIMIT], dtype=torch.float64)

@@ -58,6 +58,7 @@ def measure(controller, divergences=EXTRA_DIVERGENCES) -> dict:
 
 
 def train(controller, steps: int) -> None:
+    """Run ``steps`` f-DPG updates, pushing the policy's weights to the rollout after each (synced every step)."""
     for _ in range(steps):
         batch = controller.next_batch()
         controller.train_step(batch, update=True)

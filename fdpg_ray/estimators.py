@@ -33,6 +33,11 @@ class LogPartition:
         self.log_sum_sq: dict[str, float] = {}
 
     def update(self, log_P, log_q, contexts: Sequence[str] | None = None) -> None:
+        """Add a batch of proposal samples to the running sums of ``P/q`` and ``(P/q)^2``.
+
+        ``log_P``, ``log_q``: (n,) log P(x_i) and log q(x_i) in nats (log P = -inf allowed);
+        ``contexts``: n context strings (None: the single key ""). Z_hat = mean_i P/q (SPEC §1).
+        """
         log_ratio = _t64(log_P) - _t64(log_q)
         keys = list(contexts) if contexts is not None else [""] * len(log_ratio)
         for key in dict.fromkeys(keys):
@@ -45,6 +50,10 @@ class LogPartition:
             self.count[key] = self.count.get(key, 0) + int(idx.sum())
 
     def log_z(self, key: str = "") -> float:
+        """log Z_hat for context ``key`` (nats; -inf while every sample had P = 0).
+
+        Raises KeyError if no sample of that context has been seen.
+        """
         if key not in self.count:
             raise KeyError(f"no samples seen for context {key!r}")
         return self.log_sum[key] - math.log(self.count[key])
@@ -68,6 +77,7 @@ class LogPartition:
         return math.sqrt(max(n / self.ess(key) - 1.0, 0.0) / (n - 1))
 
     def log_z_se_for(self, contexts: Sequence[str] | None, n: int) -> torch.Tensor:
+        """(n,) float64 tensor of :meth:`log_z_se` (nats) for each sample's context."""
         keys = list(contexts) if contexts is not None else [""] * n
         return _t64([self.log_z_se(k) for k in keys])
 
@@ -77,6 +87,10 @@ class LogPartition:
         return math.sqrt(sum(v * v for v in ses)) / len(ses) if ses else math.nan
 
     def log_z_for(self, contexts: Sequence[str] | None, n: int) -> torch.Tensor:
+        """(n,) float64 tensor of :meth:`log_z` (nats) for each sample's context.
+
+        Raises KeyError for a context with no samples seen.
+        """
         keys = list(contexts) if contexts is not None else [""] * n
         return _t64([self.log_z(k) for k in keys])
 
@@ -105,9 +119,11 @@ class LogPartition:
         return sum(self.log_sum[k] == -math.inf for k in self.count) / max(len(self.count), 1)
 
     def state_dict(self) -> dict:
+        """The running sums and counts per context, for checkpoints (plain dicts)."""
         return {"log_sum": dict(self.log_sum), "count": dict(self.count), "log_sum_sq": dict(self.log_sum_sq)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict`; checkpoints without ``log_sum_sq`` give NaN SEs."""
         self.log_sum = dict(state["log_sum"])
         self.count = dict(state["count"])
         self.log_sum_sq = dict(state.get("log_sum_sq", {}))  # older checkpoints: SE unknown (NaN)
@@ -139,6 +155,11 @@ class MovingBaseline:
         return _t64([self.value.get(k, fallback) for k in keys])
 
     def update(self, rewards, weights, contexts: Sequence[str] | None = None) -> None:
+        """Fold this batch's importance-weighted mean pseudo-reward into the moving average.
+
+        ``rewards``, ``weights``: (n,) r_i and w_i; per context and for the global key "*";
+        a group with no positive weight is skipped.  B <- m B + (1 - m) sum(w r) / sum(w).
+        """
         r, w = _t64(rewards), _t64(weights)
         keys = list(contexts) if contexts is not None else [""] * len(r)
         groups = {k: torch.tensor([kk == k for kk in keys]) for k in dict.fromkeys(keys)}
@@ -151,9 +172,11 @@ class MovingBaseline:
             self.value[key] = mean if prev is None else self.momentum * prev + (1 - self.momentum) * mean
 
     def state_dict(self) -> dict:
+        """The per-context averages, for checkpoints."""
         return {"value": dict(self.value)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the per-context averages from :meth:`state_dict`."""
         self.value = dict(state["value"])
 
 
@@ -166,6 +189,7 @@ class NoBaseline(MovingBaseline):
         super().__init__(enabled=False)
 
     def update(self, rewards, weights, contexts: Sequence[str] | None = None) -> None:
+        """No state to update (B = 0 always)."""
         return None
 
 
@@ -212,6 +236,11 @@ class LeaveOneOutBaseline:
         self.value: dict[str, float] = {}
 
     def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None) -> torch.Tensor:
+        """B_i for the n samples of this batch (shape (n,), float64): :func:`leave_one_out_means`
+        of ``rewards`` over the samples in ``include`` with a finite reward.
+
+        Raises ValueError if ``rewards`` is None.
+        """
         if rewards is None:
             raise ValueError("LeaveOneOutBaseline.value_for needs this batch's pseudo-rewards (rewards=)")
         inc = torch.ones(n, dtype=torch.bool) if include is None else torch.as_tensor(include, dtype=torch.bool)
@@ -219,14 +248,17 @@ class LeaveOneOutBaseline:
         return leave_one_out_means(rewards, inc, contexts)
 
     def update(self, rewards, weights, contexts: Sequence[str] | None = None) -> None:
+        """Record the batch's importance-weighted mean pseudo-reward under "*" (for the logs only)."""
         r, w = _t64(rewards), _t64(weights)
         if bool((w > 0).any()):
             self.value[self.GLOBAL] = float((w * r).sum() / w.sum())
 
     def state_dict(self) -> dict:
+        """The last logged batch mean (the baseline itself has no state)."""
         return {"value": dict(self.value)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the logged batch mean from :meth:`state_dict` (missing: empty)."""
         self.value = dict(state.get("value", {}))
 
 

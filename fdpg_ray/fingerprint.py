@@ -43,6 +43,7 @@ def digest(obj) -> str:
 
 
 def file_digest(path: str | os.PathLike) -> str:
+    """16 hex digits of the sha256 of a file's bytes (read in 1 MiB blocks); OSError if it cannot be read."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -109,6 +110,7 @@ def flatten(d, prefix: str = "") -> dict:
 
 
 def may_change(key: str) -> bool:
+    """Whether the dotted config ``key`` may change on a resume (in :data:`MAY_CHANGE`, exactly or by prefix)."""
     return any(key == m or (m.endswith(".") and key.startswith(m)) for m in MAY_CHANGE)
 
 

@@ -4,7 +4,7 @@ One place for both, called by ``fdpg-ray train`` (preflight), ``eval`` and ``sam
 future ``qrs``): a config that would run past the model's context, or whose counts would
 reach a backend's own assertion or silently change the number of samples a step trains on,
 is refused here with one line naming the field, the file and line where it applies, and the
-fix (:class:`~fdpg_ray.config.ConfigError`, exit status 2).
+fix (:class:`~fdpg_ray.errors.ConfigError`, exit status 2).
 
 Decision (docs/design.md, "Generation limits"): a prompt of L tokens (BOS included) with
 ``max_new_tokens`` = T needs L + T positions; more than the model's context C is refused,

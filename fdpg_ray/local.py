@@ -33,10 +33,16 @@ class LocalRollout:
         self.cfg = cfg
 
     def submit(self, prompt_ids, n, seed):
+        """Sample ``n`` completions per prompt now (synchronously) and return them as the handle.
+
+        ``prompt_ids``: token ids per prompt; ``seed``: this step's sampling seed.  Each sample is
+        a dict (prompt_index, token_ids, text, log_q in nats, finish_reason).
+        """
         return self.sampler.sample(prompt_ids, n, self.cfg.model.max_new_tokens,
                                    temperature=self.cfg.rollout.temperature, seed=seed)
 
     def collect(self, handle):
+        """Return the samples :meth:`submit` already drew (the handle is the list itself)."""
         return handle
 
     def push_weights(self, named_tensors):

@@ -32,7 +32,7 @@ def apply_lora(model: torch.nn.Module, lora_cfg) -> torch.nn.Module:
     same transformers model (``peft_model.get_base_model()``), whose forward now includes the
     adapters.  ``lora_cfg``: :class:`fdpg_ray.config.LoraConfig`.
 
-    Raises :class:`fdpg_ray.config.ConfigError` when no module matches ``target_modules``."""
+    Raises :class:`fdpg_ray.errors.ConfigError` when no module matches ``target_modules``."""
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -53,6 +53,7 @@ def apply_lora(model: torch.nn.Module, lora_cfg) -> torch.nn.Module:
 
 
 def is_lora(policy: torch.nn.Module) -> bool:
+    """Whether ``policy`` holds any peft LoRA layer (False when peft is not installed)."""
     LoraLayer = _lora_layer_type()
     return LoraLayer is not None and any(isinstance(m, LoraLayer) for m in policy.modules())
 

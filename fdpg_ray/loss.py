@@ -29,6 +29,11 @@ from .divergences import Divergence
 
 @dataclass
 class LossOutput:
+    """What :func:`fdpg_loss` returns: the scalar loss and the per-sample (n,) float64 terms it used.
+
+    ``pseudo_reward`` r_i = -f'(t_i), ``log_t`` the clamped log t_i (nats), ``importance_weight``
+    w_i = pi_theta/q (clamped); none of them carries a gradient.
+    """
     loss: torch.Tensor          # scalar, carries the gradient
     pseudo_reward: torch.Tensor  # r_i (float64, no grad), after clamping log t
     log_t: torch.Tensor          # clamped log t_i (float64)
@@ -148,6 +153,10 @@ class SequenceLogProbs(torch.nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, input_ids, attention_mask, completion_mask):
+        """Sequence log pi (B,) in nats over the generated tokens: :func:`sequence_log_probs`.
+
+        ``input_ids``, ``attention_mask``, ``completion_mask``: (B, L) from :func:`collate`.
+        """
         return sequence_log_probs(self.lm, input_ids, attention_mask, completion_mask, self.chunk_size)
 
 

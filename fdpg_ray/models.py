@@ -66,6 +66,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def load_model_and_tokenizer(spec: str, dtype: str = "float32", device: str = "cpu"):
+    """Load a causal LM and its tokenizer from a model spec (:func:`resolve_model_path`).
+
+    ``dtype``: float32 | bfloat16 | float16 (KeyError otherwise); ``device``: where the model
+    goes.  The pad token defaults to EOS.  Raises ModelError for a spec that cannot be resolved.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(spec)

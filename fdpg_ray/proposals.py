@@ -99,6 +99,12 @@ class DatasetProposal:
         self.order: list[int] = []
 
     def submit(self, prompt_ids: list[list[int]], n: int, seed: int) -> list[dict]:
+        """Draw ``n`` rows of the file (seeded order, reshuffled each pass) as rollout samples.
+
+        Returns n dicts (prompt_index 0, token_ids = the text's tokens + EOS, text, log_q in nats
+        or NaN when the file has none, finish_reason "stop"); ``seed`` is ignored.  Raises
+        ConfigError unless there is exactly one prompt (unconditional runs only).
+        """
         if len(prompt_ids) != 1:
             raise ConfigError("rollout.proposal: a dataset proposal serves unconditional runs only; "
                               "remove prompts.file or use another proposal")
@@ -113,15 +119,18 @@ class DatasetProposal:
         return out
 
     def collect(self, handle):
+        """Return the samples :meth:`submit` drew (the handle is the list itself)."""
         return handle
 
     def push_weights(self, state_dict) -> None:
         """A dataset has no weights: nothing to do."""
 
     def state_dict(self) -> dict:
+        """The RNG state and the rest of this pass's row order, for checkpoints."""
         return {"rng": self.rng.getstate(), "order": list(self.order)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the RNG state and row order of :meth:`state_dict`."""
         self.rng.setstate(state["rng"])
         self.order = list(state["order"])
 

@@ -90,6 +90,7 @@ class QRSEstimate:
     ess: float                   # (sum w)^2 / sum w^2 of the weights w = P/q
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-ready floats and ints)."""
         return dict(self.__dict__)
 
 

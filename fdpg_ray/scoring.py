@@ -32,6 +32,12 @@ def build_target(cfg: Config):
 
 
 class TargetScorer:
+    """The frozen base model a, the target's scorers and the :class:`~fdpg_ray.targets.Target`.
+
+    Loads the model at ``cfg.model.path`` in float32; ``batch_size`` (default
+    ``cfg.scorer.batch_size``) sequences per forward pass of a.  Raises what
+    :func:`build_target` and :func:`~fdpg_ray.models.load_model_and_tokenizer` raise.
+    """
     def __init__(self, cfg: Config, batch_size: int | None = None):
         self.cfg = cfg
         self.target, self.scorers = build_target(cfg)
@@ -50,6 +56,7 @@ class TargetScorer:
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     def features(self, texts: list[str], contexts: list[str] | None = None) -> dict[str, np.ndarray]:
+        """{scorer name: (n,) array of phi(x) or b(x)} for ``texts`` (``contexts``: one prompt per text or None)."""
         return {name: scorer.score(texts, contexts) for name, scorer in self.scorers.items()}
 
     def score(self, batch: dict) -> dict:
@@ -72,9 +79,11 @@ class TargetScorer:
         return {"lambdas": self.target.lambdas(), "moments": moments}
 
     def set_lambdas(self, lambdas: dict[str, float]) -> None:
+        """Set the distributional constraints' lambda from ``{name: lambda}`` (other names ignored)."""
         for c in self.target.distributional:
             if c.name in lambdas:
                 c.lam = lambdas[c.name]
 
     def lambdas(self) -> dict[str, float]:
+        """{name: lambda} of the distributional constraints (:meth:`Target.lambdas`)."""
         return self.target.lambdas()

@@ -34,6 +34,11 @@ FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl
 
 
 class RunSink:
+    """Writes the run directory (layout in the module docstring): config, status, metrics, samples, model, summary.
+
+    Creating it writes config.yaml, reloads an existing metrics.csv (a resumed run), opens the
+    trackers named in ``run.trackers`` and sets status.json to "running".
+    """
     def __init__(self, run_dir: str | os.PathLike, config: dict, tokenizer_path: str | None = None,
                  log_role: str | None = None):
         """``log_role``: set when the sink is a Ray actor of its own; its process's output
@@ -67,6 +72,7 @@ class RunSink:
 
     # -- status -----------------------------------------------------------------------
     def status(self, state: str, **extra) -> None:
+        """Write status.json atomically: {"state": ``state``, "time": Unix seconds, **extra}."""
         atomic_write_text(self.dir / "status.json", json.dumps({"state": state, "time": time.time(), **extra}))
 
     # -- metrics ----------------------------------------------------------------------
@@ -78,6 +84,11 @@ class RunSink:
         self._write_csv()
 
     def row(self, metrics: dict) -> None:
+        """Append (or replace, same step) one metrics row; rewrite metrics.csv and log to TensorBoard and trackers.
+
+        The columns are fixed by the first row (FIRST_COLUMNS first, NaN where unmeasured); later
+        keys not in them are dropped from the CSV.
+        """
         if self.columns is None:
             self.columns = [c for c in FIRST_COLUMNS if c in metrics] + sorted(k for k in metrics if k not in FIRST_COLUMNS)
             for c in FIRST_COLUMNS:  # always present, NaN when not measured
@@ -108,6 +119,7 @@ class RunSink:
         atomic_write(self.dir / "metrics.csv", write)
 
     def tensorboard(self):
+        """The TensorBoard SummaryWriter under RUN_DIR/tensorboard, or None (not enabled or not installed)."""
         if not self.use_tensorboard:
             return None
         if self._tb is None:
@@ -119,6 +131,7 @@ class RunSink:
         return self._tb
 
     def samples(self, step: int, records: list[dict]) -> None:
+        """Write ``records`` (JSON-ready dicts) to RUN_DIR/samples/STEP.jsonl atomically, one per line."""
         atomic_write_text(self.dir / "samples" / f"{step}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
     # -- model ------------------------------------------------------------------------
@@ -140,6 +153,10 @@ class RunSink:
 
     # -- end --------------------------------------------------------------------------
     def finish(self, summary: dict) -> dict:
+        """Write plots and summary.json (adding ``restarts`` and ``plots``), close the trackers, mark "finished".
+
+        Returns the summary as written.
+        """
         from .report import plot_run
 
         summary = dict(summary)
@@ -159,6 +176,7 @@ class RunSink:
         return summary
 
     def fail(self, error: str) -> None:
+        """Mark the run "failed" in status.json with ``error`` (one line) and close the trackers as failed."""
         self.status("failed", error=error)
         for t in self.trackers:
             t.close(failed=True)

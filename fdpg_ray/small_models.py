@@ -54,6 +54,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class SizeSpec:
+    """One model size: layers, heads (width = heads * 64) and its pre-training budget.
+
+    ``steps`` optimiser steps, ``batch_size`` texts per step, peak ``lr``, ``warmup`` steps.
+    """
     n_layer: int
     n_head: int
     steps: int
@@ -63,6 +67,7 @@ class SizeSpec:
 
     @property
     def n_embd(self) -> int:
+        """Hidden width = n_head * HEAD_SIZE (64)."""
         return self.n_head * HEAD_SIZE
 
 
@@ -118,6 +123,10 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
 
 
 def make_config(size: str | SizeSpec, vocab_size: int, eot_id: int = 0):
+    """The GPT2Config of a size (name in :data:`SIZES` or a SizeSpec): 128 positions, no dropout, tied embeddings.
+
+    ``eot_id`` is bos = eos = pad.  Raises KeyError for an unknown size name.
+    """
     from transformers import GPT2Config
 
     spec = SIZES[size] if isinstance(size, str) else size
@@ -414,6 +423,7 @@ def base_rates(model_dir: str | os.PathLike, n: int = 512, seed: int = 0, **kw) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI: ``build`` trains and saves a size's tokenizer and model; ``rates`` prints a model's base rates.  Returns 0."""
     ap = argparse.ArgumentParser(prog="python -m fdpg_ray.small_models", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train tokenizer + model and save them into --out")

@@ -29,6 +29,12 @@ class TargetError(UserInputError):
 
 @dataclass
 class Constraint:
+    """One term of log P(x): a pointwise b(x), a distributional lambda phi(x) or a reward r(x)/beta.
+
+    ``name`` is the scorer's key in the features dict.  Raises TargetError (one line) for an
+    unknown ``kind``, a distributional constraint with neither ``moment`` nor ``lam``, or a
+    reward constraint without beta > 0.
+    """
     kind: str                 # "pointwise" | "distributional" | "reward"
     name: str                 # the scorer's name == key in the features dict
     moment: float | None = None   # distributional: the target E_p[phi]
@@ -46,6 +52,10 @@ class Constraint:
 
 @dataclass
 class Target:
+    """The energy-based target log P(x) = log a(x) + sum of its constraints' terms (module docstring).
+
+    ``conditional``: one Z_c per prompt c (the prompts file is set).
+    """
     constraints: list[Constraint] = field(default_factory=list)
     conditional: bool = False
 
@@ -57,6 +67,11 @@ class Target:
         return out
 
     def log_score_without_distributional(self, log_a, features) -> torch.Tensor:
+        """log P_0(x): :meth:`log_score` without the lambda phi terms ((n,) float64, nats).
+
+        The reference measure whose importance weights :meth:`fit_lambdas` reweights; raises
+        TargetError as :meth:`log_score` does.
+        """
         out = torch.as_tensor(log_a, dtype=torch.float64).clone()
         for c in self.constraints:
             if c.kind != "distributional":
@@ -81,6 +96,7 @@ class Target:
 
     @property
     def distributional(self) -> list[Constraint]:
+        """The distributional (GDC) constraints, in order."""
         return [c for c in self.constraints if c.kind == "distributional"]
 
     def fit_lambdas(self, log_a, log_q, features, *, max_iter: int = 100, tol: float = 1e-4) -> dict[str, float]:
@@ -143,4 +159,5 @@ class Target:
         return {c.name: float(a) for c, a in zip(free, achieved.tolist())}
 
     def lambdas(self) -> dict[str, float]:
+        """{name: lambda} of the distributional constraints (None where not fitted yet)."""
         return {c.name: c.lam for c in self.distributional}

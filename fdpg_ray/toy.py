@@ -53,24 +53,29 @@ class ToySpecError(UserInputError):
 
 @dataclass(frozen=True)
 class ToySpec:
+    """A toy task's size: ``vocab`` tokens including <s>, completions of ``length`` tokens, width (n_embd) 64 * n_head."""
     vocab: int = len(TOKENS)   # tokens including <s>
     length: int = LENGTH       # completion length (tokens)
     width: int = WIDTH         # n_embd = 64 * n_head
 
     @property
     def tokens(self) -> list[str]:
+        """The vocabulary: <s> then the first vocab - 1 lowercase letters."""
         return ["<s>"] + list(string.ascii_lowercase[: self.vocab - 1])
 
     @property
     def name(self) -> str:
+        """The model folder's name: ``toy`` for the default size, else ``toy-v<V>l<L>w<W>``."""
         return "toy" if self == ToySpec() else f"toy-v{self.vocab}l{self.length}w{self.width}"
 
     @property
     def n_positions(self) -> int:
+        """The model's context in tokens: max(16, length + 12) (prompts of up to 11 tokens after <s>)."""
         return max(16, self.length + 12)
 
 
 def is_toy_spec(spec: str) -> bool:
+    """Whether ``spec`` names a toy model (``toy`` or ``toy:...``); its validity is checked by :func:`parse_toy_spec`."""
     return spec == "toy" or spec.startswith("toy:")
 
 
@@ -148,10 +153,12 @@ def read_toy_info(model_dir: str | os.PathLike | None) -> dict:
 
 
 def all_completions(n_tokens: int = len(TOKENS), length: int = LENGTH) -> list[list[int]]:
+    """Every sequence of ``length`` token ids in range(n_tokens), in lexicographic order (n_tokens^length lists)."""
     return [list(s) for s in itertools.product(range(n_tokens), repeat=length)]
 
 
 def decode(ids: list[int], tokens: list[str] = TOKENS) -> str:
+    """The text of ``ids``: their tokens joined by spaces, <s> (BOS_ID) left out."""
     return " ".join(tokens[i] for i in ids if i != BOS_ID)
 
 

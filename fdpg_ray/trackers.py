@@ -80,6 +80,7 @@ class _Ids:
 
 
 class WandbTracker:
+    """A Weights & Biases run for RUN_DIR (project $WANDB_PROJECT, default fdpg-ray), resumed by its id in trackers.json."""
     def __init__(self, run_dir: Path, config: dict, ids: _Ids):
         import wandb
 
@@ -93,6 +94,7 @@ class WandbTracker:
         self.last_step = -1
 
     def log(self, row: dict) -> None:
+        """Log the row's finite numbers at its step; a step below the last one logged (a redone step) is skipped."""
         step = int(row["step"])
         if step < self.last_step:
             return  # a redone step after a restart: W&B keeps steps increasing (docs/design.md)
@@ -100,6 +102,7 @@ class WandbTracker:
         self.last_step = step
 
     def artifacts(self, paths: list[Path]) -> None:
+        """Upload ``paths`` as one artifact ``run-<id>-outputs`` (plots under plots/)."""
         import wandb
 
         art = wandb.Artifact(f"run-{self.run.id}-outputs", type="run-outputs")
@@ -108,10 +111,16 @@ class WandbTracker:
         self.run.log_artifact(art)
 
     def close(self, failed: bool = False) -> None:
+        """Finish the W&B run, exit code 1 if ``failed`` else 0."""
         self.run.finish(exit_code=1 if failed else 0)
 
 
 class MlflowTracker:
+    """An MLflow run for RUN_DIR in the experiment named run.name, resumed by the id in trackers.json.
+
+    Tracking URI: $MLFLOW_TRACKING_URI, else a file store beside the run directory (mlruns/);
+    the flattened config is logged as params at creation.
+    """
     def __init__(self, run_dir: Path, config: dict, ids: _Ids):
         from mlflow.tracking import MlflowClient
 
@@ -139,6 +148,7 @@ class MlflowTracker:
         self.uri = uri
 
     def log(self, row: dict) -> None:
+        """Log the row's finite numbers as metrics at its step (timestamps in ms), 500 per batch."""
         import time
 
         from mlflow.entities import Metric
@@ -149,10 +159,12 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=metrics[s:s + 500])
 
     def artifacts(self, paths: list[Path]) -> None:
+        """Upload ``paths`` as artifacts (plots under plots/)."""
         for p in paths:
             self.client.log_artifact(self.run_id, str(p), artifact_path="plots" if p.parent.name == "plots" else None)
 
     def close(self, failed: bool = False) -> None:
+        """End the MLflow run as FAILED if ``failed`` else FINISHED."""
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 

@@ -218,6 +218,10 @@ def _settings_label(keys: list[str], values: tuple) -> str:
 
 
 def load_results(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """(per-step results table, sweep.json metadata or {}) of a sweep directory; adds missing key columns.
+
+    Raises ReportError when SWEEP_DIR/results.parquet is missing or holds no rows.
+    """
     sdir = Path(sweep_dir)
     path = sdir / "results.parquet"
     if not path.is_file():

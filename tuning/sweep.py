@@ -352,6 +352,7 @@ def _check_metric(metric: str, scheduler_given: bool) -> None:
 
 
 def swept_keys(spec: dict) -> list[str]:
+    """The dotted config keys the sweep varies: its grid keys, then its random keys."""
     return list(spec["grid"]) + list(spec["random"])
 
 
@@ -470,6 +471,10 @@ def tune_trial_status(sweep_dir: Path) -> dict[str, str]:
 
 
 def param_space(spec: dict) -> dict:
+    """Tune's param_space: ``tune.grid_search`` for each grid key, a Tune sampler for each random key.
+
+    Raises SweepError for a malformed sampler.
+    """
     from ray import tune
 
     space: dict = {k: tune.grid_search(list(v)) for k, v in spec["grid"].items()}
@@ -514,6 +519,7 @@ def trial_bundles(spec: dict, params: dict) -> list[dict]:
 
 
 def trainable(spec: dict):
+    """:func:`run_trial` bound to ``spec`` for Tune; each trial reserves :func:`trial_bundles` as one placement group."""
     from ray import tune
 
     def resources(params: dict):
