@@ -29,8 +29,9 @@ STEPS = 30
 
 
 def train(steps: int, **overrides):
+    # eval.base_samples = the toy's fit_samples: kl_p_pi_base is not what these tests check
     cfg = load_config(ROOT / "configs/toy.yaml", {"run.steps": steps, "run.eval_every": 1, "run.progress": False,
-                                                   "divergence": "kl", **overrides})
+                                                   "divergence": "kl", "eval.base_samples": 256, **overrides})
     controller, _ = build_local(cfg)
     return controller, controller.run()
 
