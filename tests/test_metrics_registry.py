@@ -1,0 +1,104 @@
+"""The metrics registry (fdpg_ray/metrics.py) is the one list of metric names: docs/metrics.md
+is generated from it, its views are consistent, and it knows every column a real run writes."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fdpg_ray import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docs_metrics_md_is_generated_from_the_registry():
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    assert text == M.markdown(), ("docs/metrics.md is out of date with fdpg_ray/metrics.py; regenerate it with "
+                                  "`python -m fdpg_ray.metrics --markdown --out docs/metrics.md`")
+
+
+def test_every_entry_uses_the_registrys_vocabulary():
+    names = [m.name for m in M.METRICS]
+    assert len(names) == len(set(names))
+    for m in M.METRICS:
+        assert m.unit in M.UNITS and m.estimate in M.ESTIMATES and m.better in M.BETTER and m.when in M.WHEN, m
+        assert m.meaning and not m.meaning.endswith("."), m.name
+        assert not m.se or m.estimate == "importance-sampled", m.name  # SE and ESS are of importance weights
+    # the sink's first columns, in their metrics.csv order
+    assert M.FIRST_COLUMNS == ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl_p_pi_base", "tv_p_pi",
+                               "js_p_pi", "kl_pi_a", "divergence", "distinct_1", "distinct_2", "distinct_3",
+                               "self_bleu", "mean_length", "seconds"]
+
+
+def test_report_views_name_registered_metrics_with_one_label_and_direction_each():
+    for col in M.SUMMARY_METRICS + M.PLOT_METRICS:
+        assert col in M.BY_NAME, col
+    for c in M.COMPARISONS:
+        for col in c.columns:
+            m = M.BY_NAME[col]
+            assert m.label == c.label and m.better == c.better, (c.label, col)
+        assert not c.ordering or c.better is not None  # "best first" needs a direction
+
+
+def test_lookup_resolves_families_and_standard_errors():
+    assert M.lookup("kl_p_pi_se") is M.BY_NAME["kl_p_pi"] and M.unit_of("kl_p_pi_se") == "nats"
+    assert M.unit_of("kl_p_pi_base_ess") == "count"
+    assert M.lookup("loss_se") is None  # loss has no standard error
+    assert M.lookup("feature_d_count").name == "feature_<name>"
+    assert M.lookup("exact_alpha_0.5").name == "exact_<divergence>"
+    assert M.lookup("exact_kl").name == "exact_kl" and M.lookup("exact_") is None
+    assert M.exact_divergence_columns(["exact_log_z", "exact_js", "exact_kl_pi_a", "exact_kl", "kl_p_pi"]) == \
+        ["exact_js", "exact_kl"]
+    assert M.label_of("kl_p_pi_base") == "KL(p‖π)" and M.label_of("rss_mib") == "rss_mib"
+    # what a sweep may optimise: every step, eval only, or not at all
+    assert M.tune_metric_kind("kl_p_pi") == "step" and M.tune_metric_kind("feature_x") == "step"
+    assert M.tune_metric_kind("kl_p_pi_base") == "eval" and M.tune_metric_kind("exact_tv") == "eval"
+    assert M.tune_metric_kind("kl_p_pi_se") is None and M.tune_metric_kind("kl_pq") is None
+
+
+def test_markdown_command_prints_the_table(capsys, tmp_path):
+    assert M.main(["--markdown"]) == 0
+    assert capsys.readouterr().out == M.markdown()
+    assert M.main(["--markdown", "--out", str(tmp_path / "m.md")]) == 0
+    assert (tmp_path / "m.md").read_text() == M.markdown()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A short local run of the exact toy task (2 steps + the final row, evaluated every step)."""
+    from fdpg_ray.config import load_config
+    from fdpg_ray.local import build_local
+    from fdpg_ray.sink import RunSink
+
+    cfg = load_config("configs/toy.yaml", {"run.steps": 2, "learner.batch_size": 64, "learner.micro_batch_size": 64,
+                                           "eval.base_samples": 256, "run.eval_every": 1, "run.progress": False,
+                                           "run.trackers": []})
+    run_dir = tmp_path_factory.mktemp("toy_run")
+    controller, _ = build_local(cfg, sink=RunSink(run_dir, cfg.to_dict()))
+    controller.run()
+    return run_dir
+
+
+def test_every_column_a_run_writes_is_in_the_registry(toy_run):
+    df = pd.read_csv(toy_run / "metrics.csv")
+    unknown = [c for c in df.columns if not M.known(c)]
+    assert not unknown, f"metrics.csv columns missing from fdpg_ray/metrics.py: {unknown}"
+    assert list(df.columns[:len(M.FIRST_COLUMNS)]) == M.FIRST_COLUMNS
+    # and the registry lists nothing such a run fails to write (conditional metrics and families aside)
+    always = [m.name for m in M.METRICS if not m.family and (not m.condition or m.condition == "exact tasks")]
+    assert [c for c in always if c not in df] == []
+    for m in M.METRICS:
+        if m.se and m.name in df:
+            assert f"{m.name}_se" in df and f"{m.name}_ess" in df, m.name
+    assert len(df) == 3 and all(math.isfinite(v) for v in df["kl_p_pi_base"])
+
+
+def test_run_report_and_summary_read_the_registry(toy_run):
+    from fdpg_ray.report import before_after, before_after_text, plot_run
+
+    table = before_after(toy_run)
+    assert list(table.index) == [c for c in M.SUMMARY_METRICS if c in pd.read_csv(toy_run / "metrics.csv")]
+    assert before_after_text(toy_run).splitlines()[1].split()[0] == "alignment"
+    paths = plot_run(toy_run)
+    assert len(paths) == 1 and Path(paths[0]).is_file()
