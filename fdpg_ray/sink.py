@@ -28,9 +28,7 @@ from pathlib import Path
 import yaml
 
 from .atomic import atomic_directory, atomic_write, atomic_write_text
-
-FIRST_COLUMNS = ["step", "samples", "loss", "z_hat", "alignment", "kl_p_pi", "kl_p_pi_base", "tv_p_pi", "js_p_pi", "kl_pi_a",
-                 "divergence", "distinct_1", "distinct_2", "distinct_3", "self_bleu", "mean_length", "seconds"]
+from .metrics import FIRST_COLUMNS  # the fixed first columns of metrics.csv, from the metrics registry
 
 
 class RunSink:
@@ -86,8 +84,8 @@ class RunSink:
     def row(self, metrics: dict) -> None:
         """Append (or replace, same step) one metrics row; rewrite metrics.csv and log to TensorBoard and trackers.
 
-        The columns are fixed by the first row (FIRST_COLUMNS first, NaN where unmeasured); later
-        keys not in them are dropped from the CSV.
+        The columns are fixed by the first row (FIRST_COLUMNS of :mod:`fdpg_ray.metrics` first, NaN
+        where unmeasured, then the row's other keys sorted); later keys not in them are dropped from the CSV.
         """
         if self.columns is None:
             self.columns = [c for c in FIRST_COLUMNS if c in metrics] + sorted(k for k in metrics if k not in FIRST_COLUMNS)
