@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-MAIN_CURVES = [("alignment", "alignment E_pi[b or phi]"), ("kl_p_pi_base", "KL(p || pi), proposal a"),
-               ("kl_pi_a", "KL(pi || a)"),
-               ("divergence", "objective D_f(pi || p)"), ("log_z_hat", "log Z_hat (nats)"), ("distinct_2", "Distinct-2")]
+from .metrics import BY_NAME, PLOT_METRICS, SUMMARY_METRICS, exact_divergence_columns
+
+# (column, panel title) of the plot's panels: PLOT_METRICS of the metrics registry, titled by
+# their display labels (with the unit where it is nats).
+MAIN_CURVES = [(c, (BY_NAME[c].label or c) + (" (nats)" if BY_NAME[c].unit == "nats" else "")) for c in PLOT_METRICS]
 
 
 def plot_run(run_dir: str | Path) -> list[str]:
-    """PNG plots of the main curves of metrics.csv; returns their paths."""
+    """PNG plots of the main curves of metrics.csv (PLOT_METRICS of :mod:`fdpg_ray.metrics`, then
+    the exact divergences on exact tasks); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +26,7 @@ def plot_run(run_dir: str | Path) -> list[str]:
     df = pd.read_csv(run_dir / "metrics.csv")
     (run_dir / "plots").mkdir(exist_ok=True)
     curves = [(c, t) for c, t in MAIN_CURVES if c in df and df[c].notna().any()]
-    exact = [c for c in df.columns if c.startswith("exact_") and c not in ("exact_log_z", "exact_kl_pi_a")]
+    exact = exact_divergence_columns(df.columns)
     panels = curves + ([("__exact__", "exact divergences (toy task)")] if exact else [])
     cols = 3
     rows = math.ceil(len(panels) / cols)
@@ -37,9 +40,10 @@ def plot_run(run_dir: str | Path) -> list[str]:
             ax.legend(fontsize=7)
         else:
             d = df[["step", col]].dropna()
-            ax.plot(d["step"], d[col], marker=".")
+            ax.plot(d["step"], d[col], marker=".", label=BY_NAME[col].note.removeprefix("importance-sampled "))
             if col == "kl_p_pi_base" and "kl_p_pi" in df:  # the noisy per-step estimate, for reference
-                ax.plot(df["step"], df["kl_p_pi"], color="grey", alpha=0.35, lw=0.8, label="from policy samples")
+                ax.plot(df["step"], df["kl_p_pi"], color="grey", alpha=0.35, lw=0.8,
+                        label=BY_NAME["kl_p_pi"].note.removeprefix("importance-sampled "))
                 ax.legend(fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
@@ -54,10 +58,10 @@ def plot_run(run_dir: str | Path) -> list[str]:
 
 
 def before_after(run_dir: str | Path) -> pd.DataFrame:
-    """First and last rows of metrics.csv for the main metrics."""
+    """First and last rows of metrics.csv for the main metrics (SUMMARY_METRICS of
+    :mod:`fdpg_ray.metrics`, in that order, those present)."""
     df = pd.read_csv(Path(run_dir) / "metrics.csv")
-    cols = [c for c in ["alignment", "kl_p_pi_base", "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "divergence", "distinct_2",
-                        "self_bleu", "z_hat", "log_z_hat"] if c in df]
+    cols = [c for c in SUMMARY_METRICS if c in df]
     table = df.iloc[[0, -1]][cols].T
     table.columns = [f"before (step {int(df.step.iloc[0])})", f"after (step {int(df.step.iloc[-1])})"]
     return table
