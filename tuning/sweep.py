@@ -60,6 +60,7 @@ import yaml
 from fdpg_ray.config import Config, ConfigError, load_config, set_dotted
 from fdpg_ray.console import verbose
 from fdpg_ray.atomic import atomic_write, atomic_write_text
+from fdpg_ray.metrics import BY_NAME as METRIC_BY_NAME, METRICS, tune_metric_kind, tune_metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TUNE_NAME = "tune"
@@ -93,20 +94,18 @@ SAMPLERS = {  # name -> (number of arguments, description)
 SCHEDULERS = ("asha", "median")
 
 # What every step reports to Tune (actors/learner.py -> fdpg_ray/controller.py), and what
-# only evaluation steps (every run.eval_every steps, and the last) add.
-EVERY_STEP_METRICS = (
-    "kl_p_pi", "tv_p_pi", "js_p_pi", "kl_pi_a", "alignment", "divergence", "loss", "z_hat", "log_z_hat",
-    "distinct_1", "distinct_2", "distinct_3", "mean_length", "pseudo_reward_mean", "baseline",
-    "importance_weight_mean", "logq_logpi_gap", "grad_norm", "skipped_steps", "lr", "samples", "seconds",
-    "learn_seconds", "step")
-EVAL_METRICS = ("kl_p_pi_base", "self_bleu")
+# only evaluation steps (every run.eval_every steps, and the last) add: the metrics the
+# registry (fdpg_ray/metrics.py) marks as sweep metrics; families as patterns.
+EVERY_STEP_METRICS = tuple(tune_metrics("step"))
+EVAL_METRICS = tuple(tune_metrics("eval"))
 # Sweep-level fields that `--set` may change too (`--set max_concurrent_trials=4`).
 SWEEP_SET_KEYS = ("name", "num_samples", "max_concurrent_trials", "scheduler", "trial_resources", "driver_on_head",
                   "metric", "mode", "max_failures")
 
 # The objective's value is written as `divergence` in metrics.csv; in the sweep results the
-# `divergence` column is the divergence's *name* (a config field), so the value is renamed.
-METRIC_RENAMES = {"divergence": "divergence_value"}
+# `divergence` column is the divergence's *name* (a config field), so the value is renamed
+# (the registry's results_name).
+METRIC_RENAMES = {m.name: m.results_name for m in METRICS if m.results_name}
 
 
 class SweepError(ConfigError):
@@ -336,19 +335,30 @@ def _per_value(raw, grid: dict, random: dict) -> dict:
 
 
 def _is_eval_metric(metric: str) -> bool:
-    return metric in EVAL_METRICS or metric.startswith("exact_")
+    return tune_metric_kind(metric) == "eval"
 
 
 def _check_metric(metric: str, scheduler_given: bool) -> None:
-    if metric in EVERY_STEP_METRICS or metric.startswith("feature_"):
+    """Whether a sweep may optimise ``metric`` (the registry's sweep metrics,
+    :func:`fdpg_ray.metrics.tune_metric_kind`), and with a scheduler (every-step metrics only).
+
+    Raises:
+        SweepError: the metric is not one a run reports to Tune, or it is eval-only and a
+            scheduler would use it.
+    """
+    kind = tune_metric_kind(metric)
+    if kind == "step":
         return
-    if _is_eval_metric(metric):
+    if kind == "eval":
         if scheduler_given:
+            every = [m for m in EVERY_STEP_METRICS if METRIC_BY_NAME[m].label in ("KL(p‖π)", "alignment", "KL(π‖a)")]
             raise SweepError(f"metric: '{metric}' is measured only at evaluation steps (run.eval_every); a scheduler "
-                             f"needs a metric reported every step, such as kl_p_pi, alignment or kl_pi_a")
+                             f"needs a metric reported every step, such as {', '.join(every[:-1])} or {every[-1]}")
         return
-    raise SweepError(f"metric: '{metric}' is not a reported metric; use one of {', '.join(EVERY_STEP_METRICS[:6])}, "
-                     f"feature_<constraint name>, {', '.join(EVAL_METRICS)} or exact_<divergence> (toy task)")
+    shown = [m for m in EVERY_STEP_METRICS + EVAL_METRICS if METRIC_BY_NAME[m].label and m.isidentifier()]
+    raise SweepError(f"metric: '{metric}' is not a reported metric; use one of {', '.join(shown)}, "
+                     f"feature_<constraint name>, exact_<divergence> (toy task) or another sweep metric of "
+                     f"docs/metrics.md")
 
 
 def swept_keys(spec: dict) -> list[str]:
