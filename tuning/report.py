@@ -29,19 +29,13 @@ import pandas as pd
 
 from fdpg_ray.config import ConfigError
 from fdpg_ray.atomic import atomic_write, atomic_write_text
+from fdpg_ray.metrics import BY_NAME as METRIC_BY_NAME, COMPARISONS, label_of
 
+# The quantities compared, from the metrics registry (fdpg_ray/metrics.py, COMPARISONS):
 # (label, candidate columns in order of preference, note for each)
-TABLE_METRICS = [
-    ("KL(p‖π)", [("exact_kl", "exact, enumerated sequence space"),
-                 ("kl_p_pi_base", "importance-sampled on base-model samples"),
-                 ("kl_p_pi", "importance-sampled on policy samples")]),
-    ("alignment", [("alignment", "E_π[b] or E_π[φ]")]),
-    ("KL(π‖a)", [("exact_kl_pi_a", "exact"), ("kl_pi_a", "on policy samples")]),
-    ("Distinct-2", [("distinct_2", "")]),
-    ("Self-BLEU", [("self_bleu", "")]),
-]
-CURVE_METRICS = ["KL(p‖π)", "alignment", "KL(π‖a)", "Distinct-2"]
-SCALING_METRICS = ["KL(p‖π)", "alignment", "KL(π‖a)"]
+TABLE_METRICS = [(c.label, [(col, METRIC_BY_NAME[col].note) for col in c.columns]) for c in COMPARISONS]
+CURVE_METRICS = [c.label for c in COMPARISONS if c.curves]
+SCALING_METRICS = [c.label for c in COMPARISONS if c.scaling]
 # Keys that are not a "setting" of a table: rows (divergence), repeats (seeds), sections (task).
 NOT_SETTINGS = {"divergence", "run.seed", "task"}
 DIVERGENCE_ORDER = ["kl", "rkl", "tv", "js", "hellinger", "chi2"]
@@ -49,7 +43,7 @@ DIVERGENCE_ORDER = ["kl", "rkl", "tv", "js", "hellinger", "chi2"]
 
 # (label, way): the metrics compared by paired differences; ``way`` names the better
 # direction ("lower" / "higher") or None where neither direction is better (drift).
-PAIRED_METRICS = [("KL(p‖π)", "lower"), ("alignment", "higher"), ("KL(π‖a)", None), ("Distinct-2", "higher")]
+PAIRED_METRICS = [(c.label, c.better) for c in COMPARISONS if c.paired]
 PAIRED_RULE = ("Divergences are compared by paired differences: for divergences A and B, d_s = M_A(s) − M_B(s) "
                "over the n seeds s that both ran with the same other settings (runs that differ only in the "
                "divergence share the seed, hence the base-model batch, the initial weights and the rollout seeds); "
@@ -408,7 +402,7 @@ def _plot_curves(gd: pd.DataFrame, metric_cols: dict, path: Path, title: str) ->
 def _plot_tradeoff(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) -> str | None:
     import matplotlib.pyplot as plt
 
-    a, k = metric_cols["alignment"][0], metric_cols["KL(π‖a)"][0]
+    a, k = metric_cols[label_of("alignment")][0], metric_cols[label_of("kl_pi_a")][0]
     if not a or not k:
         return None
     d = gf[["divergence", a, k]].dropna()
@@ -419,8 +413,8 @@ def _plot_tradeoff(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) 
     for div in sorted(colors, key=_div_key):
         e = d[d["divergence"].astype(str) == div]
         ax.scatter(e[k], e[a], color=colors[div], label=div, s=36, alpha=0.85, edgecolor="k", lw=0.4)
-    ax.set_xlabel("KL(π‖a)  (drift from the base model)")
-    ax.set_ylabel("alignment")
+    ax.set_xlabel(f"{label_of('kl_pi_a')}  (drift from the base model)")
+    ax.set_ylabel(label_of("alignment"))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="divergence", title_fontsize=8)
@@ -457,7 +451,7 @@ def _plot_scaling(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) -
 
 
 # Metrics whose ordering of divergences is compared across model sizes, and which way is better.
-ORDERING_METRICS = [("KL(p‖π)", "lowest"), ("alignment", "highest")]
+ORDERING_METRICS = [(c.label, {"lower": "lowest", "higher": "highest"}[c.better]) for c in COMPARISONS if c.ordering]
 
 
 def _ordering_table(gf: pd.DataFrame, metric_cols: dict) -> list[str]:
