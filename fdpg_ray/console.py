@@ -97,3 +97,44 @@ def output_to_log(run_dir: str | os.PathLike | None, role: str = "local"):
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+
+
+class Progress:
+    """A run's progress on :func:`console`: a tqdm bar on a terminal; elsewhere (a Ray
+    worker, whose stderr is a file that Ray relays line by line, or a log) about ten plain
+    lines per run, ``DESC: step K/N  key=value ...  S s/step``, so that a relayed bar's
+    carriage-return updates do not become one console line each.
+
+    ``update(postfix)`` marks one more step done (``postfix``: {name: text}); ``close()``.
+    """
+
+    LINES = 10  # plain lines per run (plus the last step)
+
+    def __init__(self, total: int, initial: int = 0, desc: str = ""):
+        self.total, self.done, self.desc = total, initial, desc
+        self.stream = console()
+        self.every = max(1, -(-total // self.LINES))
+        self.bar = None
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream)
+        import time
+
+        self._clock, self._t0, self._n0 = time.monotonic, time.monotonic(), initial
+
+    def update(self, postfix: dict[str, str]) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(postfix)
+            return
+        if self.done % self.every == 0 or self.done == self.total:
+            rate = (self._clock() - self._t0) / max(self.done - self._n0, 1)
+            fields = "  ".join(f"{k}={v}" for k, v in postfix.items())
+            print(f"{self.desc}: step {self.done}/{self.total}  {fields}  {rate:.1f} s/step", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .config import Config, parse_proposal
-from .console import console
+from .console import Progress
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
@@ -639,10 +639,7 @@ class Controller:
             self.sink.truncate(self.step)
         bar = None
         if cfg.run.progress and self.world.rank == 0:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.run.steps + 1, initial=self.step, desc=f"{cfg.run.name} [{self.divergence.name}]",
-                       file=console())
+            bar = Progress(cfg.run.steps + 1, self.step, f"{cfg.run.name} [{self.divergence.name}]")
         rows = []
         while self.step <= cfg.run.steps:
             update = self.step < cfg.run.steps
@@ -663,9 +660,8 @@ class Controller:
                 self.sink.row(m)
             rows.append(m)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(alignment=f"{m['alignment']:.3f}", kl_p_pi=flagged(m, "kl_p_pi"),
-                                D=flagged(m, "divergence"))
+                bar.update({"D": flagged(m, "divergence"), "alignment": f"{m['alignment']:.3f}",
+                            "kl_p_pi": flagged(m, "kl_p_pi")})
             self.step += 1
             if update and self.proposal.follows_policy and self.step % cfg.rollout.sync_every == 0:
                 self.last_sync_seconds = self.push_weights()  # logged in the next row
