@@ -72,8 +72,8 @@ class TargetConfig:
 @dataclass
 class LossConfig:
     """``loss.*``: the baseline, the |log t| clamp (nats), the importance-weight cap, the log-softmax chunk (positions)."""
-    # moving | leave_one_out | none (docs/design.md, "Baseline"); older configs' true/false
-    # still load and mean moving/none.
+    # moving | leave_one_out | self_normalized | none (docs/design.md, "Baseline";
+    # docs/baselines.md); older configs' true/false still load and mean moving/none.
     baseline: str = "leave_one_out"
     baseline_momentum: float = 0.9
     clip_log_t: float = 20.0              # |log t| clamp before the pseudo-reward (p(x)=0 policy)

@@ -326,19 +326,27 @@ class Controller:
         self.log_partition.update(batch["log_P"], batch["log_q"], contexts)
         log_Z = self.log_partition.log_z_for(contexts, n)
         informative = torch.isfinite(log_Z)  # contexts with Z_hat = 0 say nothing about p yet
-        # Pseudo-rewards at log t = log q - log P + log Z_hat, known before the forward pass:
-        # the leave-one-out baseline's input (on-policy q = pi_theta; docs/design.md, "Baseline").
-        r_q = fdpg_loss(batch["log_q"], batch["log_P"], log_Z, self.divergence,
-                        clip_log_t=cfg.loss.clip_log_t).pseudo_reward
-        B = self.baseline.value_for(contexts, n, rewards=r_q, include=informative)
-
         shard = n // self.world.size
         lo, hi = self.world.rank * shard, (self.world.rank + 1) * shard
         micro = cfg.learner.micro_batch_size
-        local_log_pi, loss_sum = [], 0.0
         # Dropout stays off (eval mode) while learning: log pi must be the same function
         # of theta that the rollout engine samples from, or the ratios pi/q and pi/p drift.
         self.model.eval()
+        # The baseline's inputs, known before the gradient pass: pseudo-rewards and log weights
+        # at log q (on-policy q = pi_theta, so log w = 0; docs/design.md, "Baseline"), or, for a
+        # baseline that needs them at the current policy (self_normalized) on a batch not drawn
+        # from it, at log pi_theta from one forward pass without gradient.
+        lp_b = batch["log_q"]
+        if self.baseline.needs_policy_log_probs and not self.batch_is_on_policy():
+            with torch.no_grad():
+                lp_b = self.world.all_gather(torch.cat([self.log_pi(batch, slice(s, min(s + micro, hi)), grad=False)
+                                                        .double() for s in range(lo, hi, micro)]))
+        pre = fdpg_loss(lp_b, batch["log_P"], log_Z, self.divergence, log_q=batch["log_q"],
+                        clip_log_t=cfg.loss.clip_log_t, max_importance_weight=cfg.loss.max_importance_weight)
+        B = self.baseline.value_for(contexts, n, rewards=pre.pseudo_reward, include=informative,
+                                    log_weights=torch.log(pre.importance_weight))
+
+        local_log_pi, loss_sum = [], 0.0
         if update:
             self.optimizer.zero_grad(set_to_none=True)
         for s in range(lo, hi, micro):

@@ -145,9 +145,13 @@ class MovingBaseline:
         self.enabled = enabled
         self.value: dict[str, float] = {}
 
-    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None) -> torch.Tensor:
-        """B_i for the n samples of this batch (shape (n,), float64); ``rewards`` and
-        ``include`` are accepted for the common interface and ignored (previous batches only)."""
+    needs_policy_log_probs = False
+
+    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None,
+                  log_weights=None) -> torch.Tensor:
+        """B_i for the n samples of this batch (shape (n,), float64); ``rewards``, ``include``
+        and ``log_weights`` are accepted for the common interface and ignored (previous
+        batches only)."""
         if not self.enabled:
             return torch.zeros(n, dtype=torch.float64)
         keys = list(contexts) if contexts is not None else [""] * n
@@ -231,18 +235,23 @@ class LeaveOneOutBaseline:
 
     GLOBAL = "*"
     kind = "leave_one_out"
+    # Whether value_for wants r and w at the current policy pi_theta (the controller then runs
+    # a no-grad forward pass over an off-policy batch first); False: r at log q will do.
+    needs_policy_log_probs = False
 
     def __init__(self):
         self.value: dict[str, float] = {}
 
-    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None) -> torch.Tensor:
+    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None,
+                  log_weights=None) -> torch.Tensor:
         """B_i for the n samples of this batch (shape (n,), float64): :func:`leave_one_out_means`
-        of ``rewards`` over the samples in ``include`` with a finite reward.
+        of ``rewards`` over the samples in ``include`` with a finite reward; ``log_weights`` is
+        accepted for the common interface and ignored.
 
         Raises ValueError if ``rewards`` is None.
         """
         if rewards is None:
-            raise ValueError("LeaveOneOutBaseline.value_for needs this batch's pseudo-rewards (rewards=)")
+            raise ValueError(f"{type(self).__name__}.value_for needs this batch's pseudo-rewards (rewards=)")
         inc = torch.ones(n, dtype=torch.bool) if include is None else torch.as_tensor(include, dtype=torch.bool)
         inc = inc & torch.isfinite(_t64(rewards))
         return leave_one_out_means(rewards, inc, contexts)
@@ -262,31 +271,148 @@ class LeaveOneOutBaseline:
         self.value = dict(state.get("value", {}))
 
 
-BASELINES = ("moving", "leave_one_out", "none")
+def _loo_weighted_means(v: torch.Tensor, lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one group: (B, has_other) with B_i = sum_{j != i} e^{lw_j} v_j / sum_{j != i} e^{lw_j}
+    and has_other_i = whether some j != i has lw_j > -inf (else B_i = 0).
+
+    Log space, O(m): every row is shifted by the largest log-weight among its others (the
+    group's maximum, or for the row holding it the second largest), so the denominator is
+    >= 1 and nothing overflows or cancels, even when one weight dominates by e^700.
+    """
+    m = len(v)
+    if m == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.bool)
+    top = torch.argmax(lw)
+    m1 = lw[top]
+    rest = lw.clone()
+    rest[top] = -math.inf
+    m2 = rest.max()
+    if m1 == -math.inf:
+        return torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.bool)
+    e1 = torch.exp(lw - m1)
+    num = (e1 * v).sum() - e1 * v
+    den = e1.sum() - e1
+    out = num / den.clamp(min=1e-300)
+    has = torch.ones(m, dtype=torch.bool)
+    if m2 == -math.inf:  # the top row has no weighted other
+        out[top], has[top] = 0.0, False
+    else:
+        e2 = torch.exp(rest - m2)
+        out[top] = (e2 * v).sum() / e2.sum()
+    return out, has
+
+
+def self_normalized_loo_means(values, log_weights, include, contexts: Sequence[str] | None = None) -> torch.Tensor:
+    """B_i = sum_{j != i} w_j v_j / sum_{j != i} w_j over the other included samples j of i's
+    context, with w_j = exp(log_weights[j]) (a self-normalised importance-sampling mean).
+
+    ``values``, ``log_weights`` shape (n,) (log w may be -inf: weight 0); ``include`` (n,) bool:
+    samples that may serve as others' baseline; ``contexts`` (n,) keys or None (one context).
+    B_i never depends on sample i.  A sample with no other included sample of positive weight
+    in its context falls back to the same mean over every other included sample of the batch
+    (any context), and to 0 if there is none.  With all log w = 0 this is
+    :func:`leave_one_out_means`.  Returns float64 (n,).
+    """
+    v, lw = _t64(values), _t64(log_weights)
+    inc = torch.as_tensor(include, dtype=torch.bool) & torch.isfinite(v) & ~torch.isnan(lw)
+    lw = torch.where(inc, lw, torch.full_like(lw, -math.inf))
+    v = torch.where(inc, v, torch.zeros_like(v))  # left-out samples add nothing (even if inf)
+    n = len(v)
+    keys = list(contexts) if contexts is not None else [""] * n
+    out = torch.zeros(n, dtype=torch.float64)
+    has = torch.zeros(n, dtype=torch.bool)
+    for key in dict.fromkeys(keys):
+        idx = torch.tensor([k == key for k in keys])
+        out[idx], has[idx] = _loo_weighted_means(v[idx], lw[idx])
+    if not bool(has.all()):
+        fb, fb_has = _loo_weighted_means(v, lw)
+        out = torch.where(has, out, torch.where(fb_has, fb, torch.zeros_like(fb)))
+    return out
+
+
+class SelfNormalizedBaseline(LeaveOneOutBaseline):
+    """Self-normalised importance-weighted baseline (after BRAIn, Pandey et al. ICML 2024,
+    arXiv:2402.02479, section 4), in its leave-one-out form: for sample i of context c,
+
+        B_i = sum_{j in c, j != i} w_j r_j / sum_{j in c, j != i} w_j,   w_j = pi_theta(x_j) / q(x_j),
+
+    the self-normalised importance-sampling estimate of E_pi[r] from the *other* samples of the
+    context, with r_j = -f'(pi_theta(x_j) / p(x_j)) at the current policy and w_j as the loss
+    truncates it (``loss.max_importance_weight``); computed in log space
+    (:func:`self_normalized_loo_means`).  Per context for conditional targets; a context
+    with a single usable sample falls back to the batch's other samples, then to 0.
+
+    **Relation to BRAIn.**  BRAIn subtracts from the self-normalised DPG gradient
+    sum_i alpha_i grad log pi(x_i) the control variate sum_i beta_i grad log pi(x_i),
+    beta_i = w_i / sum_j w_j (a self-normalised estimate of E_pi[grad log pi] = 0).  In f-DPG's
+    form (1/n) sum_i w_i (r_i - B) grad log pi(x_i) that control variate is the scalar baseline
+    B_c = sum_j beta_j r_j over *all* samples of the context, i included (for kl, w_i r_i is
+    proportional to alpha_i; BRAIn also divides by (1/n) sum_j w_j r_j, which removes Z).
+    That inclusive B_c depends on x_i, so it is biased for finite n: on-policy (w = 1) the
+    gradient is exactly (1 - 1/n_c) times the leave-one-out one.  Leaving sample i out gives
+
+        r_i - B_i = (r_i - B_c) / (1 - beta_i),
+
+    and B_i is then a function of the other samples only; they are independent of x_i, so
+    E_q[w_i B_i grad log pi(x_i)] = E[B_i] E_pi[grad log pi] = 0: with Z exact and untruncated
+    weights the gradient is **exactly unbiased** for any proposal, like leave-one-out (the
+    only bias left is the common one of Z_hat and of weight truncation).
+
+    **On-policy** (q = pi_theta: the default proposal, weights synced every step, no overlap,
+    temperature 1) w = 1 and B_i is exactly :class:`LeaveOneOutBaseline`'s B_i.  It differs
+    where q != pi_theta (``rollout.proposal`` base / fixed / dataset, ``rollout.overlap``,
+    ``rollout.sync_every`` > 1, temperature != 1): there the controller first computes log
+    pi_theta of the batch without gradient (one extra forward pass per step) so that B is
+    centred on E_pi[r] at the current policy, where leave-one-out averages r taken at log q,
+    unweighted (centred on E_q[-f'(q/p)]).  Measured in docs/baselines.md.
+    """
+
+    kind = "self_normalized"
+    needs_policy_log_probs = True
+
+    def value_for(self, contexts: Sequence[str] | None, n: int, rewards=None, include=None,
+                  log_weights=None) -> torch.Tensor:
+        """B_i (n,) float64 from ``rewards`` r_j (n,) and ``log_weights`` log w_j (n,; None
+        means w = 1, i.e. leave-one-out); ``include`` (n,) bool marks the samples that may
+        serve as others' baseline (default all; non-finite r or NaN log w are left out).
+        ValueError without ``rewards``."""
+        if rewards is None:
+            raise ValueError("SelfNormalizedBaseline.value_for needs this batch's pseudo-rewards (rewards=)")
+        inc = torch.ones(n, dtype=torch.bool) if include is None else torch.as_tensor(include, dtype=torch.bool)
+        lw = torch.zeros(n, dtype=torch.float64) if log_weights is None else _t64(log_weights)
+        if len(lw) != n or len(_t64(rewards)) != n:
+            raise ValueError(f"SelfNormalizedBaseline.value_for: rewards and log_weights need shape ({n},), "
+                             f"got {tuple(_t64(rewards).shape)} and {tuple(lw.shape)}")
+        return self_normalized_loo_means(rewards, lw, inc, contexts)
+
+
+BASELINES = ("moving", "leave_one_out", "self_normalized", "none")
 
 
 def canonical_baseline(kind) -> str:
-    """'moving' | 'leave_one_out' | 'none' from the config value; the booleans of older
-    configs (true / false) mean 'moving' / 'none'.  ValueError for anything else."""
+    """'moving' | 'leave_one_out' | 'self_normalized' | 'none' from the config value; the
+    booleans of older configs (true / false) mean 'moving' / 'none'.  ValueError for anything else."""
     if isinstance(kind, bool):
         return "moving" if kind else "none"
     key = str(kind).strip().lower()
     key = {"true": "moving", "false": "none"}.get(key, key)
     if key not in BASELINES:
-        raise ValueError(f"loss.baseline: unknown baseline {kind!r}; use moving, leave_one_out or none "
-                         f"(true/false from older configs mean moving/none)")
+        raise ValueError(f"loss.baseline: unknown baseline {kind!r}; use moving, leave_one_out, self_normalized "
+                         f"or none (true/false from older configs mean moving/none)")
     return key
 
 
 def make_baseline(kind, momentum: float = 0.9):
     """The baseline object for ``loss.baseline``: all share ``value_for(contexts, n, rewards,
-    include) -> B`` (n,), ``update(rewards, weights, contexts)``, ``value`` (for the logs) and
-    ``state_dict`` / ``load_state_dict``."""
+    include, log_weights) -> B`` (n,), ``update(rewards, weights, contexts)``, ``value`` (for
+    the logs), ``needs_policy_log_probs`` and ``state_dict`` / ``load_state_dict``."""
     kind = canonical_baseline(kind)
     if kind == "moving":
         return MovingBaseline(momentum)
     if kind == "leave_one_out":
         return LeaveOneOutBaseline()
+    if kind == "self_normalized":
+        return SelfNormalizedBaseline()
     return NoBaseline()
 
 

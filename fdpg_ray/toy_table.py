@@ -7,6 +7,9 @@ its exact D_f(pi || p) before and after (docs/exact-verification.md).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+
+import torch
 
 from .config import load_config
 from .local import build_local
@@ -16,23 +19,41 @@ DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys"
 STEPS = {name: 120 for name in DIVERGENCES}
 
 
-def train_toy(name: str, steps: int | None = None, seed: int = 0) -> dict:
-    """Train configs/toy.yaml with divergence ``name`` for ``steps`` (default :data:`STEPS`) in one process.
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` intra-op threads (None: leave torch's setting), then restore.
 
-    Returns {divergence, start, end (exact D_f before/after, nats), steps, reduction (fraction),
-    log_z, log_z_hat (nats), seconds (wall)}.
-    """
+    The toy model's tensors are tiny (width 64, batch 256): a second thread saves nothing,
+    and when other processes hold the cores (the test suite beside a benchmark, on this 2-core
+    machine) the threads wait for each other: measured under load ~8, 30 steps of `rchi2` took
+    226 s with torch's default 2 threads and 43 s with 1 (docs/exact-verification.md)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_toy(name: str, steps: int | None = None, seed: int = 0, overrides: dict | None = None,
+              threads: int | None = 1) -> dict:
+    """Train on configs/toy.yaml with divergence ``name`` for ``steps`` steps (default
+    STEPS[name]) in one process; ``overrides`` are extra dotted config keys.  Returns the exact
+    D_f at the first and last step ({"start", "end", "reduction", "log_z", "log_z_hat",
+    "seconds", "rows"}; "rows" are the controller's metric rows)."""
     steps = steps or STEPS[name]
     cfg = load_config("configs/toy.yaml", {"divergence": name, "run.steps": steps, "run.eval_every": steps,
-                                           "run.progress": False, "run.seed": seed})
+                                           "run.progress": False, "run.seed": seed, **(overrides or {})})
     t0 = time.time()
-    controller, _ = build_local(cfg)
-    rows = controller.run()
+    with torch_threads(threads):
+        controller, _ = build_local(cfg)
+        rows = controller.run()
     key = "exact_" + name.replace(":", "_")
     first, last = rows[0], rows[-1]
     return {"divergence": name, "start": first[key], "end": last[key], "steps": steps,
             "reduction": 1 - last[key] / first[key], "log_z": first["exact_log_z"],
-            "log_z_hat": last["log_z_hat"], "seconds": time.time() - t0}
+            "log_z_hat": last["log_z_hat"], "seconds": time.time() - t0, "rows": rows}
 
 
 def main() -> None:

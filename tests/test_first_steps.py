@@ -186,7 +186,7 @@ TOY_SHORT = {"run.progress": False, "learner.batch_size": 32, "learner.micro_bat
              "target.fit_samples": 64, "eval.base_samples": 64, "run.eval_every": 100, "run.steps": 4, "learner.warmup_steps": 1}
 
 
-@pytest.mark.parametrize("baseline", ["moving", "leave_one_out", "none"])
+@pytest.mark.parametrize("baseline", ["moving", "leave_one_out", "self_normalized", "none"])
 def test_resume_with_each_baseline_matches_a_straight_run(baseline):
     from fdpg_ray.local import build_local
 
