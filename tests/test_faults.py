@@ -207,9 +207,10 @@ def test_soak_300_steps_memory_and_open_files_stay_flat(ray_local, tmp_path):
     from actors.driver import run_distributed
 
     run_dir = tmp_path / "soak"
+    # 1024 base samples: at 16 new tokens, 256 samples of a may hold no "amazing" (Z_hat = 0)
     cfg = load_config("configs/amazing.yaml", {**SHORT, "run.steps": 300, "learner.batch_size": 8,
                                                "learner.micro_batch_size": 8, "model.max_new_tokens": 16,
-                                               "target.fit_samples": 256, "eval.base_samples": 256, "run.checkpoint_every": 100,
+                                               "target.fit_samples": 256, "eval.base_samples": 1024, "run.checkpoint_every": 100,
                                                "learner.num_workers": 1, "learner.cpus_per_worker": 1})
     titles = ("ray::RolloutActor", "ray::ScorerActor", "ray::RunSink")
     samples: list = []  # (last step written, {title: (rss MiB, open fds)})
