@@ -49,10 +49,12 @@ FINAL_COLS = [*CURVE_COLS, "exact_alignment", "exact_alignment_base", "exact_ali
               "warmup", "schedule", "wall_seconds"]
 
 
-def lr_for(lr64: float, width: int) -> float:
+def lr_for(lr64: float, width: int, overrides: dict | None = None) -> float:
     """The learning rate of a width: ``lr64 * 64 / width``.  Measured here: width 192 at the
     width-64 rate 1e-3 blew up under forward KL (exact KL(p||pi) 0.86 -> 32 in 10 steps);
     at 3e-4 it trained.  (The old study likewise gave its largest model a smaller rate.)"""
+    if overrides and width in overrides:
+        return overrides[width]
     return lr64 * 64 / width
 
 
@@ -66,7 +68,7 @@ def run_one(kind: str, width: int, div: str, seed: int, a) -> tuple[list[dict], 
     cfg = load_config(ROOT / KINDS[kind], [
         f"model.path={spec}", f"model.max_new_tokens={a.length}", f"divergence={div}", f"run.seed={seed}",
         f"run.steps={a.steps}", f"run.eval_every={a.eval_every}", f"run.checkpoint_every={a.steps}",
-        f"learner.batch_size={a.batch}", f"learner.micro_batch_size={a.batch}", f"learner.lr={lr_for(a.lr, width)}",
+        f"learner.batch_size={a.batch}", f"learner.micro_batch_size={a.batch}", f"learner.lr={lr_for(a.lr, width, a.lr_width)}",
         f"learner.warmup_steps={a.warmup}", f"learner.lr_schedule={a.schedule}",
         "run.progress=false", "eval.n_texts=1", "run.name=exact-study", *a.set])
     t0 = time.time()
@@ -84,7 +86,7 @@ def run_one(kind: str, width: int, div: str, seed: int, a) -> tuple[list[dict], 
     target = [ex._context_mean(ex.log_p.exp() * torch.as_tensor(v, dtype=torch.float64)).item() for v in feats.values()]
     final = {**curves[-1], "exact_alignment": sum(aligns) / len(aligns), "exact_alignment_base": sum(base) / len(base),
              "exact_alignment_p": sum(target) / len(target),
-             "vocab": a.vocab, "length": a.length, "steps": a.steps, "batch": a.batch, "lr": lr_for(a.lr, width),
+             "vocab": a.vocab, "length": a.length, "steps": a.steps, "batch": a.batch, "lr": lr_for(a.lr, width, a.lr_width),
              "warmup": a.warmup, "schedule": a.schedule, "wall_seconds": wall}
     return curves, final
 
@@ -146,7 +148,8 @@ def condensed(final, curves) -> list[str]:
         p_col = col == "exact_alignment" and "exact_alignment_p" in final
         out += [f"**{label}**", "", "| kind | width | n | start | " + ("p | " if p_col else "") + " | ".join(divs) + " |",
                 "|---|---:|---:|---:|" + ("---:|" if p_col else "") + "---:|" * len(divs)]
-        for (kind, width), g in final.groupby(["kind", "width"], sort=False):
+        for (kind, width), g in sorted(final.groupby(["kind", "width"]), key=lambda kv: (list(KINDS).index(kv[0][0]),
+                                                                                        kv[0][1])):
             s0 = {"exact_kl": f"{start[(kind, width)]:.3f}", "exact_alignment": f"{g['exact_alignment_base'].mean():.3f}",
                   "exact_kl_pi_a": "0"}[col]
             cells = []
@@ -167,16 +170,16 @@ def plateau(curves, order) -> list[str]:
     q3 = max(s for s in curves["step"].unique() if s <= 0.75 * last)
     out = ["**Plateau check** (exact KL(p‖π), mean over seeds of each setting's curve: start; highest value after "
            f"the start (an overshoot when above the start); step {q3}; step {last}; change over the last quarter, "
-           f"(step {last} − step {q3}) / step {q3})", "",
-           "| kind | width | divergence | n | start | max after start | step " + f"{q3} | step {last} | change |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+           f"step {last} − step {q3} in nats and relative to step {q3})", "",
+           "| kind | width | divergence | n | start | max after start | step " + f"{q3} | step {last} | change | relative |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (kind, width, div), g in sorted(curves.groupby(["kind", "width", "divergence"]),
                                         key=lambda kv: (list(KINDS).index(kv[0][0]), kv[0][1], order(kv[0][2]))):
         m = g.groupby("step")["exact_kl"].mean()
         if last not in m.index or q3 not in m.index:
             continue
         out.append(f"| {kind} | {width} | {div} | {g['seed'].nunique()} | {m.iloc[0]:.3f} | {m.iloc[1:].max():.3f} | "
-                   f"{m[q3]:.3f} | {m[last]:.3f} | {100 * (m[last] - m[q3]) / m[q3]:+.1f}% |")
+                   f"{m[q3]:.3f} | {m[last]:.3f} | {m[last] - m[q3]:+.3f} | {100 * (m[last] - m[q3]) / m[q3]:+.1f}% |")
     return out + [""]
 
 
@@ -201,7 +204,7 @@ def tables(a) -> str:
     lines = ["# Exact study: tables", "",
              f"{len(final)} runs; task size vocabulary {int(settings['vocab'])} (with <s>) x length "
              f"{int(settings['length'])} = {int(settings['vocab']) ** int(settings['length'])} sequences; "
-             f"{int(settings['steps'])} steps x batch {int(settings['batch'])}, lr {settings['lr'] * settings['width'] / 64:g}·64/width, "
+             f"{int(settings['steps'])} steps x batch {int(settings['batch'])}, lr " + ", ".join(f"{lr:.3g} (width {w})" for w, lr in final.groupby("width")["lr"].first().items()) + ", "
              f"{settings.get('schedule', 'cosine')}, warm-up {int(settings.get('warmup', 0))} steps; "
              f"wall time {final['wall_seconds'].sum() / 60:.1f} min of runs. Values: the final step, exact (nats).",
              "", PAIRED_RULE, ""] + condensed(final, curves)
@@ -292,6 +295,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate at width 64 (scaled 64/width)")
+    ap.add_argument("--lr-width", nargs="*", default=[], metavar="WIDTH:LR",
+                    help="learning rate of a width instead of lr*64/width, e.g. 128:1.5e-4")
     ap.add_argument("--warmup", type=int, default=0, help="learner.warmup_steps (linear warm-up)")
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learner.lr_schedule")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
@@ -299,6 +304,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tables", action="store_true", help="only write OUT/tables.md from OUT/final.csv")
     a = ap.parse_args()
+    a.lr_width = {int(w): float(v) for w, v in (x.split(":") for x in a.lr_width)}
     if a.tables:
         print(tables(a))
     else:
