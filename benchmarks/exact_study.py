@@ -22,7 +22,7 @@ and paired differences over seeds (:func:`tuning.report.paired_differences`, the
     python benchmarks/exact_study.py --out docs/study/exact2 \\
         --kinds pointwise distributional reward conditional --widths 64 128 192 --seeds 0 1 2 3 4 \\
         --vocab 6 --length 5 --steps 80 --warmup 10 --batch 96 --eval-every 20 --lr 1e-3 \\
-        --set eval.base_samples=256 eval.samples=64
+        --lr-width 128:1.5e-4 --threads 1 --set eval.base_samples=256 eval.samples=64
     python benchmarks/exact_study.py --out docs/study/exact2 --tables
 """
 
