@@ -11,14 +11,19 @@ KL(pi||a) (nats); at the end this script adds the exact alignment
 (1/C) sum_c sum_x pi(x|c) phi(x) (mean over the target's features).
 
 Rows go to ``OUT/curves.csv`` (one per evaluation step; appended run by run, so an
-interrupted study keeps what finished and ``--resume`` skips it) and ``OUT/final.csv``
+interrupted study keeps what finished and a rerun with the same ``--out`` skips it) and ``OUT/final.csv``
 (one per run).  ``--tables`` writes ``OUT/tables.md`` from them: mean +- std per divergence
 and paired differences over seeds (:func:`tuning.report.paired_differences`, the rule
 :data:`tuning.report.PAIRED_RULE`).
 
-    python benchmarks/exact_study.py --out docs/study/exact --kinds pointwise distributional \\
-        --widths 64 128 192 --seeds 0 1 2 3 4 --vocab 6 --length 5 --steps 100 --batch 128
-    python benchmarks/exact_study.py --out docs/study/exact --tables
+``--warmup`` (learner.warmup_steps), ``--schedule`` (learner.lr_schedule) and ``--set KEY=VALUE``
+(any further override) set the training budget.  The study of docs/study.md section 2:
+
+    python benchmarks/exact_study.py --out docs/study/exact2 \\
+        --kinds pointwise distributional reward conditional --widths 64 128 192 --seeds 0 1 2 3 4 \\
+        --vocab 6 --length 5 --steps 80 --warmup 10 --batch 96 --eval-every 20 --lr 1e-3 \\
+        --lr-width 128:1.5e-4 --threads 1 --set eval.base_samples=256 eval.samples=64
+    python benchmarks/exact_study.py --out docs/study/exact2 --tables
 """
 
 from __future__ import annotations
@@ -40,14 +45,16 @@ DIVERGENCES = ["kl", "rkl", "tv", "js"]
 GDC_MOMENT = 0.3  # target.constraints.0.moment of configs/toy_gdc.yaml
 EXACT = ["exact_kl", "exact_rkl", "exact_tv", "exact_js", "exact_hellinger", "exact_kl_pi_a", "exact_log_z"]
 CURVE_COLS = ["kind", "width", "divergence", "seed", "step", *EXACT, "alignment", "z_hat", "seconds"]
-FINAL_COLS = [*CURVE_COLS, "exact_alignment", "exact_alignment_base", "vocab", "length", "steps", "batch", "lr",
-              "wall_seconds"]
+FINAL_COLS = [*CURVE_COLS, "exact_alignment", "exact_alignment_base", "exact_alignment_p", "vocab", "length", "steps", "batch", "lr",
+              "warmup", "schedule", "wall_seconds"]
 
 
-def lr_for(lr64: float, width: int) -> float:
+def lr_for(lr64: float, width: int, overrides: dict | None = None) -> float:
     """The learning rate of a width: ``lr64 * 64 / width``.  Measured here: width 192 at the
     width-64 rate 1e-3 blew up under forward KL (exact KL(p||pi) 0.86 -> 32 in 10 steps);
     at 3e-4 it trained.  (The old study likewise gave its largest model a smaller rate.)"""
+    if overrides and width in overrides:
+        return overrides[width]
     return lr64 * 64 / width
 
 
@@ -61,8 +68,9 @@ def run_one(kind: str, width: int, div: str, seed: int, a) -> tuple[list[dict], 
     cfg = load_config(ROOT / KINDS[kind], [
         f"model.path={spec}", f"model.max_new_tokens={a.length}", f"divergence={div}", f"run.seed={seed}",
         f"run.steps={a.steps}", f"run.eval_every={a.eval_every}", f"run.checkpoint_every={a.steps}",
-        f"learner.batch_size={a.batch}", f"learner.micro_batch_size={a.batch}", f"learner.lr={lr_for(a.lr, width)}",
-        "run.progress=false", "eval.n_texts=1", "run.name=exact-study"])
+        f"learner.batch_size={a.batch}", f"learner.micro_batch_size={a.batch}", f"learner.lr={lr_for(a.lr, width, a.lr_width)}",
+        f"learner.warmup_steps={a.warmup}", f"learner.lr_schedule={a.schedule}",
+        "run.progress=false", "eval.n_texts=1", "run.name=exact-study", *a.set])
     t0 = time.time()
     ctrl, scorer = build_local(cfg)
     rows = ctrl.run()
@@ -75,9 +83,11 @@ def run_one(kind: str, width: int, div: str, seed: int, a) -> tuple[list[dict], 
     feats = scorer.features(ex.texts, ex.contexts if ex.conditional else None)
     aligns = [ex._context_mean(lp.exp() * torch.as_tensor(v, dtype=torch.float64)).item() for v in feats.values()]
     base = [ex._context_mean(ex.log_a.exp() * torch.as_tensor(v, dtype=torch.float64)).item() for v in feats.values()]
+    target = [ex._context_mean(ex.log_p.exp() * torch.as_tensor(v, dtype=torch.float64)).item() for v in feats.values()]
     final = {**curves[-1], "exact_alignment": sum(aligns) / len(aligns), "exact_alignment_base": sum(base) / len(base),
-             "vocab": a.vocab, "length": a.length, "steps": a.steps, "batch": a.batch, "lr": lr_for(a.lr, width),
-             "wall_seconds": wall}
+             "exact_alignment_p": sum(target) / len(target),
+             "vocab": a.vocab, "length": a.length, "steps": a.steps, "batch": a.batch, "lr": lr_for(a.lr, width, a.lr_width),
+             "warmup": a.warmup, "schedule": a.schedule, "wall_seconds": wall}
     return curves, final
 
 
@@ -130,22 +140,47 @@ def condensed(final, curves) -> list[str]:
     start = curves[curves["step"] == 0].groupby(["kind", "width"])["exact_kl"].mean()
     out = []
     for col, label in [("exact_kl", "exact KL(p‖π) at step 0 and at the end (lower is better)"),
-                       ("exact_alignment", "exact alignment E_π[φ] of the base model and at the end (pointwise: share "
-                                           "of sequences with a \"d\", target 1; distributional: share of \"d\" tokens, "
-                                           f"target {GDC_MOMENT})"),
+                       ("exact_alignment", "exact alignment E_π[φ] of the base model (start), of the target p "
+                                           "(p) and at the end (pointwise and conditional: share of completions "
+                                           "with a \"d\", target 1; distributional: share of \"d\" tokens, "
+                                           f"target {GDC_MOMENT}; reward: mean number of \"d\" tokens, r(x))"),
                        ("exact_kl_pi_a", "exact KL(π‖a) at the end (drift from the base model)")]:
-        out += [f"**{label}**", "", "| kind | width | n | start | " + " | ".join(divs) + " |",
-                "|---|---:|---:|---:|" + "---:|" * len(divs)]
-        for (kind, width), g in final.groupby(["kind", "width"], sort=False):
+        p_col = col == "exact_alignment" and "exact_alignment_p" in final
+        out += [f"**{label}**", "", "| kind | width | n | start | " + ("p | " if p_col else "") + " | ".join(divs) + " |",
+                "|---|---:|---:|---:|" + ("---:|" if p_col else "") + "---:|" * len(divs)]
+        for (kind, width), g in sorted(final.groupby(["kind", "width"]), key=lambda kv: (list(KINDS).index(kv[0][0]),
+                                                                                        kv[0][1])):
             s0 = {"exact_kl": f"{start[(kind, width)]:.3f}", "exact_alignment": f"{g['exact_alignment_base'].mean():.3f}",
                   "exact_kl_pi_a": "0"}[col]
             cells = []
             for d in divs:
                 v = g[g["divergence"] == d][col].astype(float)
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
-            out.append(f"| {kind} | {width} | {g['seed'].nunique()} | {s0} | " + " | ".join(cells) + " |")
+            pv = f"{g['exact_alignment_p'].mean():.3f} | " if p_col else ""
+            out.append(f"| {kind} | {width} | {g['seed'].nunique()} | {s0} | {pv}" + " | ".join(cells) + " |")
         out.append("")
     return out
+
+
+def plateau(curves, order) -> list[str]:
+    """Per setting, from the mean curve over seeds of exact KL(p||pi): start, highest value
+    after the start, value at 3/4 of training and at the end, and the relative change over
+    the last quarter (the plateau criterion: |change| < 5%)."""
+    last = int(curves["step"].max())
+    q3 = max(s for s in curves["step"].unique() if s <= 0.75 * last)
+    out = ["**Plateau check** (exact KL(p‖π), mean over seeds of each setting's curve: start; highest value after "
+           f"the start (an overshoot when above the start); step {q3}; step {last}; change over the last quarter, "
+           f"step {last} − step {q3} in nats and relative to step {q3})", "",
+           "| kind | width | divergence | n | start | max after start | step " + f"{q3} | step {last} | change | relative |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (kind, width, div), g in sorted(curves.groupby(["kind", "width", "divergence"]),
+                                        key=lambda kv: (list(KINDS).index(kv[0][0]), kv[0][1], order(kv[0][2]))):
+        m = g.groupby("step")["exact_kl"].mean()
+        if last not in m.index or q3 not in m.index:
+            continue
+        out.append(f"| {kind} | {width} | {div} | {g['seed'].nunique()} | {m.iloc[0]:.3f} | {m.iloc[1:].max():.3f} | "
+                   f"{m[q3]:.3f} | {m[last]:.3f} | {m[last] - m[q3]:+.3f} | {100 * (m[last] - m[q3]) / m[q3]:+.1f}% |")
+    return out + [""]
 
 
 def tables(a) -> str:
@@ -169,10 +204,12 @@ def tables(a) -> str:
     lines = ["# Exact study: tables", "",
              f"{len(final)} runs; task size vocabulary {int(settings['vocab'])} (with <s>) x length "
              f"{int(settings['length'])} = {int(settings['vocab']) ** int(settings['length'])} sequences; "
-             f"{int(settings['steps'])} steps x batch {int(settings['batch'])}, lr 1e-3·64/width, cosine; "
+             f"{int(settings['steps'])} steps x batch {int(settings['batch'])}, lr " + ", ".join(f"{lr:.3g} (width {w})" for w, lr in final.groupby("width")["lr"].first().items()) + ", "
+             f"{settings.get('schedule', 'cosine')}, warm-up {int(settings.get('warmup', 0))} steps; "
              f"wall time {final['wall_seconds'].sum() / 60:.1f} min of runs. Values: the final step, exact (nats).",
              "", PAIRED_RULE, ""] + condensed(final, curves)
     order = lambda d: DIVERGENCES.index(d) if d in DIVERGENCES else 99  # noqa: E731
+    lines += plateau(curves, order)
     summary: list[dict] = []
     for kind in [k for k in KINDS if k in set(final["kind"])]:
         for width in sorted(final[final["kind"] == kind]["width"].unique()):
@@ -258,10 +295,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate at width 64 (scaled 64/width)")
+    ap.add_argument("--lr-width", nargs="*", default=[], metavar="WIDTH:LR",
+                    help="learning rate of a width instead of lr*64/width, e.g. 128:1.5e-4")
+    ap.add_argument("--warmup", type=int, default=0, help="learner.warmup_steps (linear warm-up)")
+    ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learner.lr_schedule")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tables", action="store_true", help="only write OUT/tables.md from OUT/final.csv")
     a = ap.parse_args()
+    a.lr_width = {int(w): float(v) for w, v in (x.split(":") for x in a.lr_width)}
     if a.tables:
         print(tables(a))
     else:

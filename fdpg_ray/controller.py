@@ -105,6 +105,12 @@ class PromptSource:
             self.texts = load_prompts(cfg.prompts.file, cfg.prompts.field, cfg.prompts.limit)
             self.per_step = min(cfg.prompts.per_step, len(self.texts))
             self.rng.shuffle(self.texts)
+        if cfg.model.path == "toy" or cfg.model.path.startswith("toy:"):
+            from .toy import check_toy_prompt, parse_toy_spec
+
+            tokens = parse_toy_spec(cfg.model.path).tokens
+            for t in self.texts:
+                check_toy_prompt(tokens, t, "prompts.file" if cfg.prompts.file else "model.prompt")
         self.ids = [bos_prompt_ids(tokenizer, t) for t in self.texts]
 
     @property

@@ -152,6 +152,17 @@ def read_toy_info(model_dir: str | os.PathLike | None) -> dict:
     return {"tokens": TOKENS, "length": LENGTH, "width": WIDTH, "seed": 0}
 
 
+def check_toy_prompt(tokens: list[str], text: str, where: str = "prompt") -> None:
+    """A toy model's tokenizer maps any word outside its vocabulary to <s> (its unk token), so
+    a prompt such as "e" on ``toy:v5`` would silently become BOS: refuse it (ConfigError)."""
+    bad = [w for w in text.split() if w not in tokens[1:]]
+    if bad:
+        from .config import ConfigError
+
+        raise ConfigError(f"{where}: '{text}' has token(s) {bad} outside the toy vocabulary {tokens[1:]} (they would "
+                          f"silently become <s>); use a larger vocabulary (toy:v<V>...) or prompts over these tokens")
+
+
 def all_completions(n_tokens: int = len(TOKENS), length: int = LENGTH) -> list[list[int]]:
     """Every sequence of ``length`` token ids in range(n_tokens), in lexicographic order (n_tokens^length lists)."""
     return [list(s) for s in itertools.product(range(n_tokens), repeat=length)]
@@ -193,6 +204,8 @@ class ExactTask:
             if tokenizer is None:
                 raise ValueError("ExactTask: a conditional task needs the tokenizer to turn contexts into prompt ids")
             self.context_texts = list(contexts)
+            for c in self.context_texts:
+                check_toy_prompt(self.tokens, c, "prompts.file")
             context_ids = [bos_prompt_ids(tokenizer, c) for c in self.context_texts]
         else:
             self.context_texts = [""]

@@ -90,3 +90,21 @@ def test_example_exact_configs_build_their_exact_task(path):
     assert len(exact.completions) == n_ctx * 625 and exact.n_contexts == n_ctx
     p = exact.log_p.exp().view(n_ctx, 625).sum(1)
     assert torch.allclose(p, torch.ones(n_ctx, dtype=torch.float64), atol=1e-12)
+
+
+def test_toy_prompts_outside_the_vocabulary_are_refused_not_mapped_to_bos():
+    # toy:v3 has tokens <s>, a, b: its tokenizer maps "d" to <s> (unk), which would silently
+    # change the conditional task; configs/toy_conditional.yaml's prompts ("a", "b c", "d") fit v5 and up.
+    model, tok = load_model_and_tokenizer("toy:v3l3w64")
+    assert tok("d", add_special_tokens=False)["input_ids"] == [0]
+
+    def log_P(texts, log_a, contexts):
+        return log_a
+
+    with pytest.raises(ConfigError, match="outside the toy vocabulary"):
+        ExactTask(model, log_P, contexts=["a", "b c"], tokenizer=tok)
+    assert ExactTask(model, log_P, contexts=["a", "b a"], tokenizer=tok).n_contexts == 2
+    cfg = load_config("configs/toy_conditional.yaml", {"model.path": "toy:v6l5w64", "model.max_new_tokens": 5})
+    exact = exact_task_for(cfg, TargetScorer(cfg))
+    assert exact.n_contexts == 3 and len(exact.completions) == 3 * 6 ** 5
+    assert [p[1:] for p in exact.prompts[:: 6 ** 5]] == [[1], [2, 3], [4]]  # a, b c, d: no <s> among them
