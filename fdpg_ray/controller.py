@@ -32,8 +32,7 @@ from .console import Progress
 from .divergences import get_divergence
 from .diversity import distinct_n, self_bleu
 from .estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
-from .loss import SequenceLogProbs, collate, fdpg_loss
-from .loss import bos_prompt_ids
+from .loss import SequenceLogProbs, bos_prompt_ids, collate, fdpg_loss
 from .proposals import kl_p_pi_and_p_q
 from .parallel import drain, full_state_dict, full_weights, grad_norm_value, is_sharded, load_optimizer_state, optimizer_state
 from .seeding import BASE, PROMPT_ORDER, STEP, derive_seed

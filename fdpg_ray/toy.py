@@ -38,7 +38,7 @@ import torch
 from .atomic import atomic_directory
 from .divergences import get_divergence
 from .errors import ConfigError, UserInputError
-from .loss import collate, sequence_log_probs
+from .loss import bos_prompt_ids, collate, sequence_log_probs
 
 TOKENS = ["<s>", "a", "b", "c", "d"]  # the ``toy`` task (kept for importers)
 LENGTH = 4
@@ -199,8 +199,6 @@ class ExactTask:
         self.tokens, self.length = list(info["tokens"]), int(info["length"])
         self.conditional = contexts is not None
         if self.conditional:
-            from .loss import bos_prompt_ids
-
             if tokenizer is None:
                 raise ValueError("ExactTask: a conditional task needs the tokenizer to turn contexts into prompt ids")
             self.context_texts = list(contexts)
