@@ -24,8 +24,10 @@ def run_cli(tmp_path: Path, *extra: str, cwd: Path = ROOT) -> subprocess.Complet
     import ray
 
     ray.shutdown()  # one Ray instance on the machine: the run starts its own, as `make demo` does
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(cwd)])}
-    env.pop("FDPG_RAY_VERBOSE", None)
+    # the environment of a shell that runs `make demo`: none of the RAY_* variables that
+    # earlier tests' Ray instances leave in this process, no FDPG_RAY_VERBOSE
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "FDPG_RAY_VERBOSE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(cwd)])
     sets = [f"--set={k}={v}" for k, v in SETS.items()]
     return subprocess.run([sys.executable, "-m", "fdpg_ray.cli", "train", str(ROOT / "configs/amazing.yaml"),
                            "--run-dir", str(tmp_path / "run"), *sets, *extra],
