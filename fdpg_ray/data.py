@@ -14,20 +14,22 @@ class PromptsError(UserInputError):
     """A prompts file that cannot be used; one line naming the fix."""
 
 
-def read_table(path: str, setting: str, column: str, error: type[Exception] = ValueError):
+def read_table(path: str, setting: str, column: str, error: type[Exception] = ValueError, *,
+               column_setting: tuple[str, str] | None = None, mention_parquet: bool = False):
     """The ``datasets.Dataset`` of a JSONL file (one JSON object per line) or, by suffix, a
     Parquet file, checked to have ``column``.
 
     Raises ``error`` with one line that starts with ``setting`` (the config field to fix)
-    when the file is missing, empty, not JSONL (naming the first bad line) or unreadable; the
-    missing column is reported under ``prompts.field`` for prompts files, since that is the
-    setting that names it.
+    when the file is missing, empty, not JSONL (naming the first bad line) or unreadable.  A
+    missing column is reported as ``column_setting`` = (field, fix) when given (the setting
+    that names the column), else under ``setting``.  ``mention_parquet``: the fixes name
+    Parquet as an accepted format too.
     """
     p = Path(path)
     shape = f'{{"{column}": ...}}'
     if not p.is_file():
         raise error(f"{setting}: '{path}' does not exist; give a JSONL file with one {shape} per line"
-                    + (" (or a Parquet file)" if setting != "prompts.file" else ""))
+                    + (" (or a Parquet file)" if mention_parquet else ""))
     if p.stat().st_size == 0:
         raise error(f"{setting}: '{path}' is empty; add one {shape} object per line")
     kind = "parquet" if p.suffix == ".parquet" else "json"
@@ -50,10 +52,9 @@ def read_table(path: str, setting: str, column: str, error: type[Exception] = Va
         ds = load_dataset(kind, data_files=str(p), split="train")
     except Exception as e:  # noqa: BLE001 - datasets raises many types for unreadable files
         raise error(f"{setting}: cannot read '{path}' as {kind} ({type(e).__name__}); write one JSON object per line"
-                    + (", or a Parquet file" if setting != "prompts.file" else "")) from None
+                    + (", or a Parquet file" if mention_parquet else "")) from None
     if column not in ds.column_names:
-        where = "prompts.field" if setting == "prompts.file" else setting
-        fix = "set prompts.field" if setting == "prompts.file" else f"put each row's text under '{column}'"
+        where, fix = column_setting or (setting, f"put each row's text under '{column}'")
         raise error(f"{where}: '{column}' is not a column of '{path}' (columns: {', '.join(ds.column_names)}); {fix}")
     return ds
 
@@ -61,7 +62,7 @@ def read_table(path: str, setting: str, column: str, error: type[Exception] = Va
 def load_prompts(path: str, field: str = "prompt", limit: int | None = None) -> list[str]:
     """Prompts (the contexts c of a conditional target) from a JSONL file, text under
     ``field``; rows without it are skipped; the first ``limit``.  Raises PromptsError."""
-    ds = read_table(path, "prompts.file", field, PromptsError)
+    ds = read_table(path, "prompts.file", field, PromptsError, column_setting=("prompts.field", "set prompts.field"))
     texts = [str(t) for t in ds[field] if t is not None]
     if limit is not None:
         texts = texts[:limit]

@@ -72,7 +72,7 @@ def load_proposal_texts(path: str) -> tuple[list[str], list[float] | None]:
     if unusable."""
     from .data import read_table
 
-    ds = read_table(path, "rollout.proposal", "text", ConfigError)
+    ds = read_table(path, "rollout.proposal", "text", ConfigError, mention_parquet=True)
     texts = [str(t) for t in ds["text"]]
     if not texts:
         raise ConfigError(f"rollout.proposal: '{path}' holds no texts")
