@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -120,9 +121,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream)
-        import time
-
-        self._clock, self._t0, self._n0 = time.monotonic, time.monotonic(), initial
+        self._t0, self._n0 = time.monotonic(), initial
 
     def update(self, postfix: dict[str, str]) -> None:
         self.done += 1
@@ -131,7 +130,7 @@ class Progress:
             self.bar.set_postfix(postfix)
             return
         if self.done % self.every == 0 or self.done == self.total:
-            rate = (self._clock() - self._t0) / max(self.done - self._n0, 1)
+            rate = (time.monotonic() - self._t0) / max(self.done - self._n0, 1)
             fields = "  ".join(f"{k}={v}" for k, v in postfix.items())
             print(f"{self.desc}: step {self.done}/{self.total}  {fields}  {rate:.1f} s/step", file=self.stream, flush=True)
 
