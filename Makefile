@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 models: .cache/models/gpt2-small/config.json .cache/models/gpt2-medium/config.json
 
 .cache/models/gpt2-%/config.json: | $(STAMP)
-	$(BIN)/python -m fdpg_ray.small_models build --size $* --out .cache/models/gpt2-$*
+	$(BIN)/python -m modelbuild.small_models build --size $* --out .cache/models/gpt2-$*
 
 # Benchmarks (benchmarks/RESULTS.md); TRL only for the end-to-end baseline.
 bench: $(STAMP)

@@ -17,7 +17,7 @@ import ray
 from fdpg_ray.config import Config
 from fdpg_ray.console import VERBOSE_ENV, verbose
 from fdpg_ray.errors import ClusterError, is_user_error
-from fdpg_ray.sink import RunSink
+from fdpg_ray.train.sink import RunSink
 
 RAY_SUBDIR = "ray"          # Ray Train storage (checkpoints) inside the run directory
 TRAIN_NAME = "train"
@@ -144,19 +144,19 @@ def run_distributed(cfg: Config, run_dir: Path, resume: bool = False, callbacks:
 
     ``callbacks`` go to the TorchTrainer's RunConfig (a Tune trial passes
     ``ray.tune.integration.ray_train.TuneReportCallback()``).  ``resume_changes``: the allowed
-    config changes of a resume, appended to RUN_DIR/resumes.jsonl (fdpg_ray.fingerprint)."""
+    config changes of a resume, appended to RUN_DIR/resumes.jsonl (fdpg_ray.train.fingerprint)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from actors.learner import train_loop_per_worker
-    from fdpg_ray.report import before_after
+    from fdpg_ray.train.report import before_after
 
     init_ray(cfg)
     check_resources(cfg)
     t0 = time.time()
     sink, rollouts, scorers = start_actors(cfg, run_dir, resume)
     try:
-        from fdpg_ray.fingerprint import record_start
+        from fdpg_ray.train.fingerprint import record_start
 
         # what the run was started on, by content (--resume compares against it)
         record_start(cfg, run_dir, resume_changes)

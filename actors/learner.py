@@ -2,7 +2,7 @@
 
 Every worker builds the policy (with a LoRA adapter when ``learner.lora`` is set), wraps it
 for data parallelism (DDP, or FSDP2 ``fully_shard`` for models that do not fit one device)
-and runs the same :class:`fdpg_ray.controller.Controller`.
+and runs the same :class:`fdpg_ray.train.controller.Controller`.
 Rank 0 drives the rollout and scorer actors, whose handles arrive in the loop config,
 and writes through the run's sink actor.  Every worker calls ``ray.train.report`` once
 per step; rank 0 attaches a checkpoint every ``run.checkpoint_every`` steps.
@@ -22,12 +22,12 @@ from actors.rollout import RolloutGroup, _config
 from actors.scorer import ScorerGroup
 from fdpg_ray.config import parse_proposal
 from fdpg_ray.console import send_output_to_log
-from fdpg_ray.controller import Controller, SingleProcess, TorchDistributed
-from fdpg_ray.lora import adapter_state, apply_lora, load_adapter_state
-from fdpg_ray.loss import SequenceLogProbs
-from fdpg_ray.models import load_model_and_tokenizer
-from fdpg_ray.parallel import drain, full_state_dict, full_weights, shard_policy
-from fdpg_ray.proposals import DatasetProposal
+from fdpg_ray.train.controller import Controller, SingleProcess, TorchDistributed
+from fdpg_ray.model.lora import adapter_state, apply_lora, load_adapter_state
+from fdpg_ray.objective.loss import SequenceLogProbs
+from fdpg_ray.model.sources import load_model_and_tokenizer
+from fdpg_ray.train.parallel import drain, full_state_dict, full_weights, shard_policy
+from fdpg_ray.rollout.proposals import DatasetProposal
 from fdpg_ray.seeding import PROPOSAL_DATA, derive_seed
 
 STATE_FILE = "fdpg_state.pt"
@@ -46,7 +46,7 @@ class _SyncProxy:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """One learner worker of Ray Train's TorchTrainer: builds the policy (DDP/FSDP/LoRA), the
-    :class:`~fdpg_ray.controller.Controller` with the run's rollout, scorer and sink actors,
+    :class:`~fdpg_ray.train.controller.Controller` with the run's rollout, scorer and sink actors,
     runs it (rank 0 reports metrics and checkpoints), and hands the final weights to the sink.
     ``loop_config``: config (dict), rollout_actors, scorer_actors, sink, run_dir."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,8 +91,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     exact = None
     if rank == 0 and cfg.target.exact:
-        from fdpg_ray.scoring import TargetScorer
-        from fdpg_ray.toy import exact_task_for
+        from fdpg_ray.target.scoring import TargetScorer
+        from fdpg_ray.model.toy import exact_task_for
 
         local = TargetScorer(cfg)
         exact = exact_task_for(cfg, local)

@@ -7,12 +7,12 @@ Weights (``rollout.weight_sync``):
 
 * ``group`` (default): the sender (learner rank 0, where the ``RolloutGroup`` lives)
   and every actor's engine worker form one process group for weight transfer
-  (:mod:`actors.weight_group`: gloo on CPU, NCCL when the learner and the rollout
+  (:mod:`fdpg_ray.rollout.weight_group`: gloo on CPU, NCCL when the learner and the rollout
   actors have GPUs); each push is one bucketed broadcast that every actor receives at
   once and loads in place.  Weights never pass through the Ray object store; only the
   bucket plan (names, shapes, dtypes) crosses Ray, once, when the group is formed.
 * ``object_store``: the old path, kept as a fallback (packed once, ``ray.put`` once,
-  one RPC per actor; :class:`actors.weight_sync.CPUWeightSync`).  Use it where the
+  one RPC per actor; :class:`fdpg_ray.rollout.weight_sync.CPUWeightSync`).  Use it where the
   actors cannot open a TCP connection to the learner's node (see docs/design.md).
 """
 
@@ -26,14 +26,14 @@ import uuid
 import ray
 
 from fdpg_ray.config import Config
-from fdpg_ray.proposals import rollout_model_path
+from fdpg_ray.rollout.proposals import rollout_model_path
 from fdpg_ray.console import send_output_to_log
 from fdpg_ray.seeding import ENGINE, derive_seed
 
 
 @ray.remote
 class RolloutActor:
-    """Ray actor holding one sampler (:class:`~actors.vllm_engine.VLLMSampler` or :class:`~actors.hf_engine.HFSampler`).
+    """Ray actor holding one sampler (:class:`~fdpg_ray.rollout.vllm_sampler.VLLMSampler` or :class:`~fdpg_ray.rollout.hf_sampler.HFSampler`).
 
     ``cfg``: the run's config as a dict (``rollout.backend`` picks the sampler; a ``fixed:``
     proposal's model is served instead of model.path).  ``version`` counts weight loads.
@@ -47,8 +47,8 @@ class RolloutActor:
         c = self.cfg
         seed = derive_seed(c.run.seed, ENGINE, index, bits=32)  # vLLM seeds numpy with it
         if c.rollout.backend == "vllm":
-            from actors.vllm_engine import VLLMSampler
-            from fdpg_ray.models import resolve_model_path
+            from fdpg_ray.rollout.vllm_sampler import VLLMSampler
+            from fdpg_ray.model.sources import resolve_model_path
 
             kwargs = {}
             if c.rollout.gpus_per_actor > 0 or c.learner.use_gpu:
@@ -57,7 +57,7 @@ class RolloutActor:
                                        gpu_memory_utilization=c.rollout.gpu_memory_utilization,
                                        enforce_eager=c.rollout.enforce_eager, **kwargs)
         else:
-            from actors.hf_engine import HFSampler
+            from fdpg_ray.rollout.hf_sampler import HFSampler
 
             self.sampler = HFSampler(rollout_model_path(c), seed=seed)
         self.version = 0
@@ -77,8 +77,8 @@ class RolloutActor:
         return {"samples": out, "version": self.version}
 
     def load_packed(self, buffers, metadata) -> float:
-        """New policy weights, packed by actors.weight_sync.pack_state_dict (one buffer per dtype)."""
-        from actors.weight_sync import unpack_state_dict
+        """New policy weights, packed by fdpg_ray.rollout.weight_sync.pack_state_dict (one buffer per dtype)."""
+        from fdpg_ray.rollout.weight_sync import unpack_state_dict
 
         t0 = time.perf_counter()
         if hasattr(self.sampler, "load_packed"):
@@ -95,7 +95,7 @@ class RolloutActor:
         return {"reload_worker_s": getattr(self.sampler, "last_reload_s", None),
                 "load_call_s": getattr(self.sampler, "last_load_weights_s", None)}
 
-    # -- weight transfer through a process group (actors/weight_group.py) -------- #
+    # -- weight transfer through a process group (fdpg_ray/rollout/weight_group.py) -------- #
     def init_weight_group(self, master_addr, master_port, rank, world_size, backend, plan, timeout_s, group_id) -> str:
         """Join the weight-transfer group (blocks until every rank has joined)."""
         self.weight_group_id_ = None
@@ -140,7 +140,7 @@ class RolloutGroup:
 
     def __init__(self, actors: list, weight_sync: str = "group", bucket_mb: float = 64.0,
                  backend: str | None = None, use_gpu: bool = False, timeout_s: float = 600.0):
-        from actors.weight_sync import CPUWeightSync
+        from fdpg_ray.rollout.weight_sync import CPUWeightSync
 
         if weight_sync not in ("group", "object_store"):
             raise ValueError(f"rollout.weight_sync: unknown value {weight_sync!r}; use group or object_store")
@@ -201,7 +201,7 @@ class RolloutGroup:
         ``last_push_seconds``; a breakdown in ``last_push_stats``."""
         t0 = time.perf_counter()
         if self.weight_sync == "object_store":
-            from actors.weight_group import iter_named
+            from fdpg_ray.rollout.weight_group import iter_named
 
             self.sync.push({k: v.detach().cpu() for k, v in iter_named(named_tensors)})
             self.last_push_stats = {"seconds": self.sync.last_push_s}
@@ -213,7 +213,7 @@ class RolloutGroup:
     def _push_group(self, named_tensors) -> None:
         from collections.abc import Mapping
 
-        from actors.weight_group import iter_named
+        from fdpg_ray.rollout.weight_group import iter_named
 
         t0 = time.perf_counter()
         items = iter_named(named_tensors)
@@ -248,7 +248,7 @@ class RolloutGroup:
         }
 
     def _open(self, items) -> None:
-        from actors.weight_group import WeightGroup, WeightSender, free_port, plan_buckets
+        from fdpg_ray.rollout.weight_group import WeightGroup, WeightSender, free_port, plan_buckets
 
         # Tensors of 1 MiB or more go alone, straight from the learner's memory (no copy).
         plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in items], self.bucket_bytes,

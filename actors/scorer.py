@@ -15,7 +15,7 @@ import torch
 
 @ray.remote
 class ScorerActor:
-    """Ray actor holding one :class:`~fdpg_ray.scoring.TargetScorer`: the frozen base model a, scorers and target."""
+    """Ray actor holding one :class:`~fdpg_ray.target.scoring.TargetScorer`: the frozen base model a, scorers and target."""
     def __init__(self, cfg: dict, run_dir: str | None = None):
         """The run's target scorer; with ``run_dir``, this process's output goes to
         RUN_DIR/logs/ (fdpg_ray.console)."""
@@ -24,7 +24,7 @@ class ScorerActor:
         send_output_to_log(run_dir, "scorer")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from actors.rollout import _config
-        from fdpg_ray.scoring import TargetScorer
+        from fdpg_ray.target.scoring import TargetScorer
 
         self.scorer = TargetScorer(_config(cfg))
 
@@ -35,12 +35,12 @@ class ScorerActor:
     def score(self, batch: dict) -> dict:
         """{log_a (n,) nats, features {name: (n,)}, log_P (n,) nats} for a rollout batch.
 
-        See :meth:`~fdpg_ray.scoring.TargetScorer.score`.
+        See :meth:`~fdpg_ray.target.scoring.TargetScorer.score`.
         """
         return self.scorer.score(batch)
 
     def fit(self, batch: dict) -> dict:
-        """Fit the distributional lambdas on ``batch`` (:meth:`~fdpg_ray.scoring.TargetScorer.fit`): {"lambdas", "moments"}."""
+        """Fit the distributional lambdas on ``batch`` (:meth:`~fdpg_ray.target.scoring.TargetScorer.fit`): {"lambdas", "moments"}."""
         return self.scorer.fit(batch)
 
     def set_lambdas(self, lambdas: dict) -> None:

@@ -17,12 +17,12 @@ import time
 import torch
 
 from fdpg_ray.config import load_config
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LeaveOneOutBaseline
-from fdpg_ray.loss import fdpg_loss
-from fdpg_ray.models import load_model_and_tokenizer
-from fdpg_ray.scoring import TargetScorer
-from fdpg_ray.toy import ExactTask
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LeaveOneOutBaseline
+from fdpg_ray.objective.loss import fdpg_loss
+from fdpg_ray.model.sources import load_model_and_tokenizer
+from fdpg_ray.target.scoring import TargetScorer
+from fdpg_ray.model.toy import ExactTask
 
 DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
 

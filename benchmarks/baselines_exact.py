@@ -49,10 +49,10 @@ import time
 import torch
 
 from fdpg_ray.config import load_config
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LeaveOneOutBaseline, SelfNormalizedBaseline
-from fdpg_ray.local import build_local
-from fdpg_ray.loss import fdpg_loss
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LeaveOneOutBaseline, SelfNormalizedBaseline
+from fdpg_ray.train.local import build_local
+from fdpg_ray.objective.loss import fdpg_loss
 
 DIVERGENCES = ["kl", "rkl", "tv", "js"]
 BASELINES = ["none", "moving", "leave_one_out", "self_normalized"]
@@ -129,9 +129,9 @@ def moving_run(name: str, a):
 
 
 def part_a(a) -> dict:
-    from fdpg_ray.models import load_model_and_tokenizer
-    from fdpg_ray.scoring import TargetScorer
-    from fdpg_ray.toy import ExactTask
+    from fdpg_ray.model.sources import load_model_and_tokenizer
+    from fdpg_ray.target.scoring import TargetScorer
+    from fdpg_ray.model.toy import ExactTask
 
     scorer = TargetScorer(load_config("configs/toy.yaml"))
     exact = ExactTask(scorer.base, scorer.log_P_of_texts)

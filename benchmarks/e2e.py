@@ -1,7 +1,7 @@
 """End-to-end samples per second of f-DPG (rollout, scoring, learning, weight sync), measured
 side by side in one run on the same model, batch and lengths:
 
-  local        the same mathematics in one plain Python process, no Ray (fdpg_ray.local)
+  local        the same mathematics in one plain Python process, no Ray (fdpg_ray.train.local)
   ray          the distributed run (rollout actor, scorer actor, TorchTrainer), overlap off/on
   trl_grpo     TRL's GRPOTrainer with the equivalent reward (1 if the text has "amazing")
 
@@ -45,7 +45,7 @@ def steady_rate(rows: list[dict], batch: int) -> tuple[float, float]:
 
 def run_local(over: dict) -> dict:
     from fdpg_ray.config import load_config
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/amazing.yaml", {**BASE, **over})
     controller, _ = build_local(cfg)
@@ -75,7 +75,7 @@ def run_trl(steps: int, batch: int, max_new_tokens: int, lr: float) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     torch.set_num_threads(2)
     model, tok = load_model_and_tokenizer("bundled:gpt2-tiny")

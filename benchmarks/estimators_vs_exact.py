@@ -4,10 +4,10 @@
     PYTHONPATH=. python benchmarks/estimators_vs_exact.py [--steps 2] [--seeds 0]
 
 For each config (configs/toy.yaml: RLHF-like, toy_pointwise, toy_gdc, toy_conditional) it runs
-fdpg_ray.estimator_check.run_check: the real rollout (transformers backend), scorer and
+fdpg_ray.train.estimator_check.run_check: the real rollout (transformers backend), scorer and
 controller in one process; every metric on the base model (step 0) and after `--steps` f-DPG
 steps (moved), paired with the exact value.  z = (estimate - exact) / SE; '?' = flagged as
-untrusted by the run (fdpg_ray.estimators.untrusted).  kl_p_pi_base_only is the base samples
+untrusted by the run (fdpg_ray.objective.estimators.untrusted).  kl_p_pi_base_only is the base samples
 alone (no policy samples pooled), for comparison with kl_p_pi_base.
 """
 
@@ -17,7 +17,7 @@ import argparse
 import math
 import time
 
-from fdpg_ray.estimator_check import run_check
+from fdpg_ray.train.estimator_check import run_check
 
 CONFIGS = {"RLHF-like": "configs/toy.yaml", "pointwise": "configs/toy_pointwise.yaml",
            "distributional": "configs/toy_gdc.yaml", "conditional": "configs/toy_conditional.yaml"}

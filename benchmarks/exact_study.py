@@ -4,7 +4,7 @@ exact numbers, on enumerable tasks larger than ``toy``.
 Grid: target kinds (pointwise ``configs/toy_pointwise.yaml``, distributional
 ``configs/toy_gdc.yaml``, reward ``configs/toy.yaml``, conditional
 ``configs/toy_conditional.yaml``) x model widths (``toy:v<V>l<L>w<W>``) x divergences
-(kl, rkl, tv, js) x seeds.  Every run is the in-process path (:func:`fdpg_ray.local.build_local`,
+(kl, rkl, tv, js) x seeds.  Every run is the in-process path (:func:`fdpg_ray.train.local.build_local`,
 hf rollout backend): the same rollout, scoring and learning code as a real run.  At every
 ``--eval-every`` step the controller records the exact D_f of every divergence, exact
 KL(pi||a) (nats); at the end this script adds the exact alignment
@@ -62,7 +62,7 @@ def run_one(kind: str, width: int, div: str, seed: int, a) -> tuple[list[dict], 
     import torch
 
     from fdpg_ray.config import load_config
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     spec = f"toy:v{a.vocab}l{a.length}w{width}"
     cfg = load_config(ROOT / KINDS[kind], [

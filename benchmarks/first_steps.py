@@ -21,10 +21,10 @@ import time
 import torch
 
 from fdpg_ray.config import load_config
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LeaveOneOutBaseline
-from fdpg_ray.local import build_local
-from fdpg_ray.loss import fdpg_loss
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LeaveOneOutBaseline
+from fdpg_ray.train.local import build_local
+from fdpg_ray.objective.loss import fdpg_loss
 from fdpg_ray.seeding import STEP, derive_seed
 
 

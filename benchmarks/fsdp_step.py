@@ -1,4 +1,4 @@
-"""The FSDP2 learner step (fdpg_ray.parallel.shard_policy, as ``learner.strategy: fsdp`` runs
+"""The FSDP2 learner step (fdpg_ray.train.parallel.shard_policy, as ``learner.strategy: fsdp`` runs
 it) and its MFU, measured side by side with the device's matmul peak in the same run.
 Needs only torch and transformers (no Ray, no vLLM, nothing downloaded: the model is built
 from a config with random weights).
@@ -55,9 +55,9 @@ def worker(rank: int, world: int, port: int, args, out: dict | None = None) -> d
     from torch.distributed.fsdp import MixedPrecisionPolicy
     from torch.distributed.tensor import DTensor
 
-    from fdpg_ray.divergences import get_divergence
-    from fdpg_ray.loss import SequenceLogProbs, fdpg_loss
-    from fdpg_ray.parallel import full_weights, grad_norm_value, shard_policy
+    from fdpg_ray.objective.divergences import get_divergence
+    from fdpg_ray.objective.loss import SequenceLogProbs, fdpg_loss
+    from fdpg_ray.train.parallel import full_weights, grad_norm_value, shard_policy
     from learner import matmul_peak, sync
 
     cuda = args.device == "cuda"

@@ -3,7 +3,7 @@
 # (Ray and vLLM may not be; nothing is downloaded: models are built from configs with random
 # weights). Finishes within 5 minutes. Prints JSON lines and the pytest summary:
 #   1. learner throughput and MFU in bf16 on a GPT-2-small-shaped model (batch 8/16/32 x 512);
-#   2. the FSDP2 learner step (fdpg_ray.parallel.shard_policy, bf16 mixed precision, NCCL,
+#   2. the FSDP2 learner step (fdpg_ray.train.parallel.shard_policy, bf16 mixed precision, NCCL,
 #      world size 1) with its MFU, and the gathered full weights (what a push sends);
 #   3. the weight-transfer group benchmark between two processes over NCCL
 #      (benchmarks/gpu_weight_transfer.py), if that script is present;

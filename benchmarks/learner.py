@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.loss import SequenceLogProbs, fdpg_loss
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.loss import SequenceLogProbs, fdpg_loss
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,7 +30,7 @@ def build_model(spec: str, device: str):
     if spec == "gpt2-small":  # GPT-2 small's shape (124M), random weights: no download needed
         model = GPT2LMHeadModel(GPT2Config())
     else:
-        from fdpg_ray.models import load_model_and_tokenizer
+        from fdpg_ray.model.sources import load_model_and_tokenizer
 
         model, _ = load_model_and_tokenizer(spec)
     return model.to(device)

@@ -54,7 +54,7 @@ def plain_sequence_log_probs(model, ids, attn, comp):
 
 
 def head_only(model, hidden, ids, comp, chunk: int | None):
-    from fdpg_ray.loss import _chunk_token_logprobs
+    from fdpg_ray.objective.loss import _chunk_token_logprobs
     from torch.utils.checkpoint import checkpoint
 
     head = model.get_output_embeddings()
@@ -68,8 +68,8 @@ def head_only(model, hidden, ids, comp, chunk: int | None):
 
 
 def child(variant: str, model_spec: str, batch: int, seq: int, chunk: int, device: str) -> None:
-    from fdpg_ray.loss import sequence_log_probs
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.objective.loss import sequence_log_probs
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     torch.manual_seed(0)
     model, _ = load_model_and_tokenizer(model_spec)

@@ -11,7 +11,7 @@ peak) and reports:
                    after 2 warm-up steps
   peak_step_mib    rise of peak RSS (VmHWM, reset after loading) above the RSS after loading (CPU),
                    or the CUDA allocator's peak (GPU)
-  sync_bytes       bytes of what fdpg_ray.parallel.full_weights(policy, changed_only=True) yields,
+  sync_bytes       bytes of what fdpg_ray.train.parallel.full_weights(policy, changed_only=True) yields,
                    i.e. what the rollout engine receives after each step
   mfu_6n           6 · N · tokens/s ÷ matmul peak (the usual "model FLOPs"; for LoRA the work
                    really done is about 4·N per token, since frozen weights get no weight
@@ -51,11 +51,11 @@ def _hwm() -> int:
 
 def one(args) -> dict:
     from fdpg_ray.config import LoraConfig
-    from fdpg_ray.divergences import get_divergence
-    from fdpg_ray.lora import apply_lora
-    from fdpg_ray.loss import SequenceLogProbs, fdpg_loss
-    from fdpg_ray.models import load_model_and_tokenizer
-    from fdpg_ray.parallel import full_weights
+    from fdpg_ray.objective.divergences import get_divergence
+    from fdpg_ray.model.lora import apply_lora
+    from fdpg_ray.objective.loss import SequenceLogProbs, fdpg_loss
+    from fdpg_ray.model.sources import load_model_and_tokenizer
+    from fdpg_ray.train.parallel import full_weights
     from learner import matmul_peak
 
     torch.manual_seed(0)

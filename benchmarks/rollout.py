@@ -38,12 +38,12 @@ def main() -> None:
     import torch
 
     from actors.driver import init_ray
-    from actors.hf_engine import HFSampler
+    from fdpg_ray.rollout.hf_sampler import HFSampler
     from actors.rollout import RolloutActor, RolloutGroup
-    from actors.vllm_engine import VLLMSampler
+    from fdpg_ray.rollout.vllm_sampler import VLLMSampler
     from fdpg_ray.config import load_config
-    from fdpg_ray.loss import bos_prompt_ids
-    from fdpg_ray.models import load_model_and_tokenizer, resolve_model_path
+    from fdpg_ray.objective.loss import bos_prompt_ids
+    from fdpg_ray.model.sources import load_model_and_tokenizer, resolve_model_path
 
     path = resolve_model_path(args.model)
     _, tok = load_model_and_tokenizer(args.model)

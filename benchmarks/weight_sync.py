@@ -42,9 +42,9 @@ def main() -> None:
 
     from actors.driver import init_ray
     from actors.rollout import RolloutActor, RolloutGroup
-    from actors.weight_sync import pack_state_dict, unpack_state_dict
+    from fdpg_ray.rollout.weight_sync import pack_state_dict, unpack_state_dict
     from fdpg_ray.config import load_config
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     cfg = load_config("configs/amazing.yaml", {"model.path": args.model,
                                                "rollout.gpu_memory_utilization": args.gpu_memory_utilization})

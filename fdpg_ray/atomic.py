@@ -2,7 +2,7 @@
 temporary name in the same folder, then a rename (docs/reliability.md).  Readers see the old
 version or the new one, never half of one; a failed or killed write leaves the old version
 and no temporary behind (a killed process may leave a hidden ``.NAME.*`` temporary, never a
-half-written ``NAME``).  Used by the run directory (fdpg_ray.sink), sweeps, reports, the
+half-written ``NAME``).  Used by the run directory (fdpg_ray.train.sink), sweeps, reports, the
 bundled-model builders and the vLLM start-up shim.
 
 No third-party library is used: ``atomicwrites`` is archived and unmaintained, and none of

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import is_user_error
-from .preflight import preflight
+from fdpg_ray.errors import is_user_error
+from fdpg_ray.train.preflight import preflight
 
 
 def _add_common(p):
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
-        from .console import VERBOSE_ENV
+        from fdpg_ray.console import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,7 +126,7 @@ def cmd_train(args) -> int:
     Raises ConfigError for a missing config, a RUN_DIR that already holds a run, or a resume
     that is not a run directory, has finished, or mixes in other options.
     """
-    from .config import ConfigError, load_config
+    from fdpg_ray.config import ConfigError, load_config
 
     if args.resume:
         if args.local or args.run_dir or args.config:
@@ -138,7 +138,7 @@ def cmd_train(args) -> int:
         status = run_dir / "status.json"
         if status.is_file() and json.loads(status.read_text()).get("state") == "finished":
             raise ConfigError(f"--resume: '{run_dir}' already finished; start a new run (fdpg-ray train CONFIG.yaml)")
-        from .fingerprint import check_resume
+        from fdpg_ray.train.fingerprint import check_resume
 
         cfg = load_config(run_dir / "config.yaml", args.overrides)
         # only steps, cadence, logging and resources may change; the rest is refused by name
@@ -159,7 +159,7 @@ def cmd_train(args) -> int:
 
 def train(cfg, run_dir: Path, resume: bool = False, local: bool = False, resume_changes: dict | None = None) -> dict:
     """Run training (distributed by default) and return the summary.  ``resume_changes``:
-    the allowed config changes of a resume (fdpg_ray.fingerprint.check_resume), recorded."""
+    the allowed config changes of a resume (fdpg_ray.train.fingerprint.check_resume), recorded."""
     preflight(cfg)
     if local:
         return train_local(cfg, run_dir)
@@ -171,16 +171,16 @@ def train(cfg, run_dir: Path, resume: bool = False, local: bool = False, resume_
 def train_local(cfg, run_dir: Path) -> dict:
     """Train in this process with no Ray (``--local``): same controller and math; returns the summary.
 
-    Writes RUN_DIR through :class:`~fdpg_ray.sink.RunSink` (marked failed on any exception,
+    Writes RUN_DIR through :class:`~fdpg_ray.train.sink.RunSink` (marked failed on any exception,
     which is re-raised); the libraries' output goes to RUN_DIR/logs/.
     """
-    from .console import output_to_log
-    from .local import build_local
-    from .report import before_after
-    from .sink import RunSink
+    from fdpg_ray.console import output_to_log
+    from fdpg_ray.train.local import build_local
+    from fdpg_ray.train.report import before_after
+    from fdpg_ray.train.sink import RunSink
 
     t0 = time.time()
-    from .fingerprint import record_start
+    from fdpg_ray.train.fingerprint import record_start
 
     sink = RunSink(run_dir, cfg.to_dict())
     try:
@@ -188,9 +188,9 @@ def train_local(cfg, run_dir: Path) -> dict:
         with output_to_log(run_dir, "local"):  # the libraries' output: RUN_DIR/logs/ (fdpg_ray.console)
             controller, _ = build_local(cfg, sink=sink)
             controller.run()
-        from .parallel import full_weights
+        from fdpg_ray.train.parallel import full_weights
 
-        # merged W0 + BA under the base names for a LoRA policy (fdpg_ray.lora)
+        # merged W0 + BA under the base names for a LoRA policy (fdpg_ray.model.lora)
         sink.save_model(dict(full_weights(controller.policy)), cfg.model.path)
         summary = {"run_dir": str(run_dir), "divergence": cfg.divergence, "steps": cfg.run.steps,
                    "wall_seconds": time.time() - t0, "before_after": before_after(run_dir).to_dict(),
@@ -211,7 +211,7 @@ def print_summary(summary: dict) -> None:
     print(f"run: {run_dir}   divergence: {summary['divergence']}   steps: {summary['steps']}   "
           f"wall: {summary['wall_seconds']:.0f} s")
     if (run_dir / "metrics.csv").is_file():
-        from .report import before_after_text
+        from fdpg_ray.train.report import before_after_text
 
         print(before_after_text(run_dir))  # with +- SE and '?' where the ESS is too small
     else:
@@ -234,7 +234,7 @@ def _run_of(model: str) -> tuple[Path | None, str]:
     p = Path(model)
     if (p / "config.yaml").is_file():
         if not (p / "final" / "config.json").is_file():
-            from .config import ConfigError
+            from fdpg_ray.config import ConfigError
 
             raise ConfigError(f"model: '{model}' is a run directory without a final model (final/); the run did not finish")
         return p, str(p / "final")
@@ -250,18 +250,19 @@ def cmd_sample(args) -> int:
     ``--max-new-tokens`` < 1, ConfigError for a run without final/, and the prompt-length
     check's error when the prompt and new tokens exceed the model's context.
     """
-    from actors.hf_engine import HFSampler
-    from .limits import check_prompts_fit, run_contexts
-    from .loss import bos_prompt_ids
-    from .models import resolve_model_path
-    from .seeding import derive_seed
+    from fdpg_ray.rollout.hf_sampler import HFSampler
+    from fdpg_ray.model.limits import check_prompts_fit
+    from fdpg_ray.train.preflight import run_contexts
+    from fdpg_ray.objective.loss import bos_prompt_ids
+    from fdpg_ray.model.sources import resolve_model_path
+    from fdpg_ray.seeding import derive_seed
 
     if args.n < 1:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
     run_dir, model = _run_of(args.model)
     cfg = None
     if run_dir is not None:
-        from .config import load_config
+        from fdpg_ray.config import load_config
 
         cfg = load_config(run_dir / "config.yaml")
     max_new = args.max_new_tokens if args.max_new_tokens is not None else (
@@ -278,7 +279,7 @@ def cmd_sample(args) -> int:
                                                        args.prompt)], max_new, tokens_field="--max-new-tokens")
         contexts = [args.prompt]
     if args.backend == "vllm":
-        from actors.vllm_engine import VLLMSampler
+        from fdpg_ray.rollout.vllm_sampler import VLLMSampler
 
         sampler = VLLMSampler(resolve_model_path(model), seed=args.seed)
     else:
@@ -302,7 +303,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     """``fdpg-ray eval``: measure a run's final model (or any model) against a target; prints the result as JSON."""
-    from .evaluate import evaluate
+    from fdpg_ray.train.evaluate import evaluate
 
     result = evaluate(args.target, config=args.config, n=args.n, overrides=args.overrides)
     print(json.dumps(result, indent=2))
@@ -310,14 +311,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_qrs(args) -> int:
-    """`fdpg-ray qrs`: quasi-rejection sampling from the config's target (fdpg_ray/qrs.py).
+    """`fdpg-ray qrs`: quasi-rejection sampling from the config's target (fdpg_ray/train/qrs.py).
 
     Proposals come from the rollout actors (vLLM or transformers, rollout.backend) and are
     scored by the scorer actors on Ray, or by the same sampler and scorer classes in this
     process with --local.  Prints one JSON object as its last line."""
-    from .config import ConfigError, load_config
-    from .models import resolve_model_path
-    from .qrs import QRSError
+    from fdpg_ray.config import ConfigError, load_config
+    from fdpg_ray.model.sources import resolve_model_path
+    from fdpg_ray.train.qrs import QRSError
 
     path = Path(args.model)
     if (path / "config.yaml").is_file():  # a run directory: its final model is the proposal
@@ -353,13 +354,13 @@ def cmd_qrs(args) -> int:
                           "unset prompts.file (--set prompts.file=null)")
     preflight(cfg)
     resolve_model_path(proposal)
-    from .limits import run_contexts
+    from fdpg_ray.train.preflight import run_contexts
 
     run_contexts(cfg, model_path=proposal)  # prompt + max_new_tokens within the proposal's context
     summary, rows = qrs(cfg, proposal, beta=beta, n=args.n, target_acceptance=args.target_acceptance,
                         pilot=args.pilot, local=args.local)
     if out is not None:
-        from .atomic import atomic_write_text
+        from fdpg_ray.atomic import atomic_write_text
 
         atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
         summary["out"] = str(out)
@@ -371,27 +372,27 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
         local: bool = False) -> tuple[dict, list[dict]]:
     """Build the rollout (proposal ``proposal``) and the scorer (the config's target), on Ray
     or in this process, fit distributional lambdas on base samples if needed, and run
-    :func:`fdpg_ray.qrs.run`; exact quantities are added on enumerable tasks."""
+    :func:`fdpg_ray.train.qrs.run`; exact quantities are added on enumerable tasks."""
     import copy
 
-    from . import qrs as Q
-    from .loss import bos_prompt_ids
-    from .models import load_model_and_tokenizer
-    from .scoring import build_target
+    from fdpg_ray.train import qrs as Q
+    from fdpg_ray.objective.loss import bos_prompt_ids
+    from fdpg_ray.model.sources import load_model_and_tokenizer
+    from fdpg_ray.target.scoring import build_target
 
     pcfg = copy.deepcopy(cfg)
     pcfg.model.path = proposal
     prompt_text = cfg.model.prompt
     exact_fn, local_scorer = None, None
     if cfg.target.exact:
-        from .scoring import TargetScorer
+        from fdpg_ray.target.scoring import TargetScorer
 
         local_scorer = TargetScorer(cfg)
     started_ray, actors = False, []
     try:
         if local:
-            from .local import LocalRollout
-            from .scoring import TargetScorer
+            from fdpg_ray.train.local import LocalRollout
+            from fdpg_ray.target.scoring import TargetScorer
 
             rollout = LocalRollout(pcfg)
             scorer = local_scorer or TargetScorer(cfg)
@@ -415,10 +416,10 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
         lambdas = None
         if any(c.lam is None for c in target.distributional):
             # as `fdpg-ray eval`: lambdas fitted on samples of the base model a (not of the proposal)
-            from actors.hf_engine import HFSampler
+            from fdpg_ray.rollout.hf_sampler import HFSampler
 
-            from .controller import make_batch
-            from .seeding import EVAL_BASE, derive_seed
+            from fdpg_ray.train.controller import make_batch
+            from fdpg_ray.seeding import EVAL_BASE, derive_seed
 
             base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
             ids = [bos_prompt_ids(base.tokenizer, prompt_text)]
@@ -428,7 +429,7 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
                 local_scorer.set_lambdas(lambdas)
         policy, tokenizer = load_model_and_tokenizer(proposal)
         if cfg.target.exact and cfg.rollout.temperature == 1.0:
-            from .toy import exact_task_for
+            from fdpg_ray.model.toy import exact_task_for
 
             exact = exact_task_for(cfg, local_scorer)
             if lambdas is not None:

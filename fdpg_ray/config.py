@@ -7,6 +7,7 @@ error is a :class:`ConfigError` whose message is one line naming the field and t
 from __future__ import annotations
 
 import copy
+import importlib.util
 import dataclasses
 import os
 import types
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError  # noqa: F401 - defined low so every layer can raise it; re-exported here
+from fdpg_ray.errors import ConfigError  # noqa: F401 - defined low so every layer can raise it; re-exported here
 
 
 @dataclass
@@ -32,13 +33,13 @@ class RunConfig:
     max_failures: int = 1         # Ray Train FailureConfig
     progress: bool = True         # progress bar on the driver
     # Where each step's metrics go beside metrics.csv: any of tensorboard, wandb, mlflow
-    # (fdpg_ray/trackers.py; wandb and mlflow need `pip install 'fdpg-ray[trackers]'`).
+    # (fdpg_ray/train/trackers.py; wandb and mlflow need `pip install 'fdpg-ray[trackers]'`).
     trackers: list = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
 class ModelConfig:
-    """``model.*``: the policy's starting model (spec as in :mod:`fdpg_ray.models`), dtype, tokens per sample, prompt."""
+    """``model.*``: the policy's starting model (spec as in :mod:`fdpg_ray.model.sources`), dtype, tokens per sample, prompt."""
     path: str = "bundled:gpt2-tiny"   # bundled:<name>, smollm2, toy, a local folder, or a hub name
     dtype: str = "float32"            # float32 | bfloat16 | float16 (learner compute dtype)
     max_new_tokens: int = 40
@@ -57,7 +58,7 @@ class PromptsConfig:
 
 @dataclass
 class TargetConfig:
-    """``target.*``: the constraints that build the EBM P(x) (:mod:`fdpg_ray.targets`), the base-sample
+    """``target.*``: the constraints that build the EBM P(x) (:mod:`fdpg_ray.target.energy`), the base-sample
     count for fitting lambdas and seeding Z_hat, and the toy task's exact mode.
     """
     # Each constraint: {kind: pointwise|distributional|reward, scorer: {...}, moment?, beta?, lam?}
@@ -111,7 +112,7 @@ class LearnerConfig:
 @dataclass
 class RolloutConfig:
     """``rollout.*``: the sampling backend and its actors, temperature, weight-sync cadence and transport
-    (bucket size in MiB), and the proposal q (:mod:`fdpg_ray.proposals`).
+    (bucket size in MiB), and the proposal q (:mod:`fdpg_ray.rollout.proposals`).
     """
     backend: str = "vllm"          # vllm | hf
     num_actors: int = 1
@@ -123,7 +124,7 @@ class RolloutConfig:
     overlap: bool = False          # sample step k+1 while step k learns (one-step stale; w corrects)
     enforce_eager: bool = True
     # The proposal q the samples come from: policy | base | fixed:PATH | dataset:PATH
-    # (fdpg_ray/proposals.py).  Off-policy samples are corrected by the importance weight pi/q.
+    # (fdpg_ray/rollout/proposals.py).  Off-policy samples are corrected by the importance weight pi/q.
     proposal: str = "policy"
     # GDC's adaptive proposal, {every: K, when: kl_improves}: every K steps the policy replaces
     # a base/fixed proposal when its estimated KL(p||pi) is below KL(p||q).  null: never.
@@ -161,7 +162,7 @@ class RayConfig:
 
 @dataclass
 class Config:
-    """The whole config tree; ``divergence`` names the f (:func:`~fdpg_ray.divergences.get_divergence`).
+    """The whole config tree; ``divergence`` names the f (:func:`~fdpg_ray.objective.divergences.get_divergence`).
 
     Every field has a default; load from YAML with dotted ``--set`` overrides.
     """
@@ -388,6 +389,25 @@ def _split_override(text: str) -> tuple[str, Any]:
     return key.strip(), parse_value(value, key.strip())
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+# importable module -> what to install
+_MODULES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
+            "wandb": ("wandb", "pip install 'fdpg-ray[trackers]' (or pip install wandb)"),
+            "mlflow": ("mlflow", "pip install 'fdpg-ray[trackers]' (or pip install mlflow-skinny)")}
+
+
+def check_trackers(trackers) -> None:
+    """ValueError (one line naming run.trackers) for an unknown or uninstalled tracker."""
+    if not isinstance(trackers, (list, tuple)):
+        raise ValueError(f"run.trackers: expected a list such as [tensorboard, wandb], got {trackers!r}")
+    for t in trackers:
+        if t not in TRACKERS:
+            raise ValueError(f"run.trackers: unknown tracker {t!r}; use any of {', '.join(TRACKERS)}")
+        module, install = _MODULES[t]
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"run.trackers: {t} is not installed; {install}, or remove it from run.trackers")
+
+
 def validate(cfg: Config) -> Config:
     """Check a loaded config; returns it (``loss.baseline`` made canonical) or raises ConfigError.
 
@@ -395,14 +415,12 @@ def validate(cfg: Config) -> Config:
     ranges, backend and strategy names, LoRA settings, the proposal, the toy task's length,
     the constraints' keys, and :func:`refuse_hard_constraints`; one line naming field and fix.
     """
-    from .divergences import get_divergence
+    from fdpg_ray.objective.divergences import get_divergence
 
     try:
         get_divergence(cfg.divergence)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    from .trackers import check_trackers
-
     try:
         check_trackers(cfg.run.trackers)
     except ValueError as e:
@@ -421,7 +439,7 @@ def validate(cfg: Config) -> Config:
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{name}: must be > 0, got {value}; set a positive value")
-    from .estimators import canonical_baseline
+    from fdpg_ray.objective.estimators import canonical_baseline
 
     try:
         cfg.loss.baseline = canonical_baseline(cfg.loss.baseline)
@@ -471,7 +489,7 @@ def validate(cfg: Config) -> Config:
                           f"lower it or set rollout.backend=hf")
     _validate_proposal(cfg)
     if cfg.model.path == "toy" or cfg.model.path.startswith("toy:"):
-        from .toy import ToySpecError, parse_toy_spec
+        from fdpg_ray.model.toy import ToySpecError, parse_toy_spec
 
         try:
             toy = parse_toy_spec(cfg.model.path)
@@ -521,7 +539,7 @@ def infinite_at_p_zero(divergence) -> bool:
     clamping log t then leaves pseudo-rewards of -1e9 that swamp every other sample.
     (rkl is +inf there too, but its pseudo-reward grows like -log t: the clamp gives a bounded
     -clip_log_t - 1 penalty, the documented policy; docs/design.md, "p(x) = 0".)"""
-    from .divergences import Alpha, ChiSquared, get_divergence
+    from fdpg_ray.objective.divergences import Alpha, ChiSquared, get_divergence
 
     div = get_divergence(divergence)
     return isinstance(div, ChiSquared) or (isinstance(div, Alpha) and div.a > 1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserInputError
+from fdpg_ray.errors import UserInputError
 
 
 class PromptsError(UserInputError):

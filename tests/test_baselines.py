@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fdpg_ray.config import ConfigError, load_config
-from fdpg_ray.estimators import (LeaveOneOutBaseline, SelfNormalizedBaseline, leave_one_out_means, make_baseline,
+from fdpg_ray.objective.estimators import (LeaveOneOutBaseline, SelfNormalizedBaseline, leave_one_out_means, make_baseline,
                                  self_normalized_loo_means)
 
 
@@ -117,7 +117,7 @@ def test_self_normalized_training_off_policy_lowers_exact_kl(monkeypatch, propos
     proposal): the controller hands the baseline log w = log pi_theta - log q from a forward
     pass without gradient (0 at step 0, where pi = a; not 0 once pi has moved), and the exact
     KL(p || pi) falls by more than half in 30 steps."""
-    from fdpg_ray.toy_table import train_toy
+    from fdpg_ray.train.toy_table import train_toy
 
     seen = []
     original = SelfNormalizedBaseline.value_for

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fdpg_ray.config import ConfigError, load_config
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LogPartition, MovingBaseline, is_metrics
-from fdpg_ray.loss import collate, fdpg_loss, sequence_log_probs
-from fdpg_ray.targets import Constraint, Target, TargetError
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LogPartition, MovingBaseline, is_metrics
+from fdpg_ray.objective.loss import collate, fdpg_loss, sequence_log_probs
+from fdpg_ray.target.energy import Constraint, Target, TargetError
 
 ALL = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
 

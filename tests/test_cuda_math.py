@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.loss import collate, fdpg_loss, sequence_log_probs
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.loss import collate, fdpg_loss, sequence_log_probs
 
 DEVICE = os.environ.get("FDPG_TEST_DEVICE", "cpu")
 if DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -51,8 +51,8 @@ def test_chunked_log_probs_on_device(dtype):
 def test_exact_gradient_identity_on_device():
     """Uniform proposal over all 625 toy sequences: loss gradient == exact grad D_f."""
     from fdpg_ray.config import load_config
-    from fdpg_ray.scoring import TargetScorer
-    from fdpg_ray.toy import ExactTask
+    from fdpg_ray.target.scoring import TargetScorer
+    from fdpg_ray.model.toy import ExactTask
 
     cfg = load_config("configs/toy.yaml")
     scorer = TargetScorer(cfg)

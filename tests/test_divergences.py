@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdpg_ray.divergences import get_divergence
+from fdpg_ray.objective.divergences import get_divergence
 
 NAMES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:-1", "alpha:2", "alpha:3.5"]
 # Closed forms of SPEC §1 in t (float64), independent of the log-t implementation.

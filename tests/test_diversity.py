@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdpg_ray.diversity import (
+from fdpg_ray.train.diversity import (
     SMOOTHING_EPSILON,
     _naive_sentence_bleu,
     _NgramCounts,

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from fdpg_ray.estimator_check import run_check
+from fdpg_ray.train.estimator_check import run_check
 
 CONFIGS = {"rlhf": "configs/toy.yaml", "pointwise": "configs/toy_pointwise.yaml", "gdc": "configs/toy_gdc.yaml",
            "conditional": "configs/toy_conditional.yaml"}

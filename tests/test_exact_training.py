@@ -3,12 +3,12 @@
 Goes through the same code as a real run (transformers rollout backend, TargetScorer,
 Controller, fdpg_loss), in one process; the distributed path runs configs/toy.yaml in
 tests/test_distributed.py.  The table in docs/exact-verification.md comes from
-`python -m fdpg_ray.toy_table`, which runs exactly this.
+`python -m fdpg_ray.train.toy_table`, which runs exactly this.
 """
 
 import pytest
 
-from fdpg_ray.toy_table import STEPS, train_toy
+from fdpg_ray.train.toy_table import STEPS, train_toy
 
 DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:2"]
 

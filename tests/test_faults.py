@@ -126,7 +126,7 @@ def test_killed_driver_resumes_from_the_last_checkpoint(tmp_path):
 def test_resume_restores_every_piece_of_state_exactly(tmp_path):
     """Controller state (Z_hat, baseline, optimizer, schedule, prompts, random state) round-trips:
     4 steps straight equal 2 steps, save, rebuild everything, load, 2 more steps."""
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/amazing.yaml", {**SHORT, "run.steps": 4, "learner.lr_schedule": "cosine"})
     straight, _ = build_local(cfg)

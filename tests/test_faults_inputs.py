@@ -128,7 +128,7 @@ def test_set_model_prompt_with_colon_trains(tmp_path, capsys):
 ])
 def test_scorer_returning_none_says_none(module, returned, needle, tmp_path, monkeypatch):
     """It used to say "got 4 NaN": numpy turns None into NaN."""
-    from fdpg_ray.scorers import build_scorer
+    from fdpg_ray.target.scorers import build_scorer
 
     (tmp_path / f"{module}.py").write_text(f"def f(texts):\n    return {returned}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -162,7 +162,7 @@ def test_generation_past_the_toy_context_is_refused_before_start(backend, tmp_pa
 def test_generation_that_exactly_fills_the_context_is_accepted():
     from fdpg_ray.config import load_config
     from fdpg_ray.config import ConfigError
-    from fdpg_ray.limits import check_run_limits
+    from fdpg_ray.train.preflight import check_run_limits
 
     # the toy model has 16 positions; target.exact=false lifts the exact task's fixed length 4
     check_run_limits(load_config(TOY, ["target.exact=false", "model.max_new_tokens=15"]))  # 1 + 15 = 16
@@ -173,7 +173,7 @@ def test_generation_that_exactly_fills_the_context_is_accepted():
 def test_transformers_sampler_refuses_rather_than_running_past_the_context():
     """The sampler itself (callers that bypass the CLI) refuses the same way, and fills the
     context exactly when asked to (the toy model has no EOS: every completion is full length)."""
-    from actors.hf_engine import HFSampler
+    from fdpg_ray.rollout.hf_sampler import HFSampler
     from fdpg_ray.config import ConfigError
 
     s = HFSampler("toy", seed=0)
@@ -246,7 +246,7 @@ def test_counts_that_must_agree_are_checked_together_before_start(case, tmp_path
 
 def test_every_bundled_config_passes_the_limits():
     from fdpg_ray.config import load_config
-    from fdpg_ray.limits import check_run_limits
+    from fdpg_ray.train.preflight import check_run_limits
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         check_run_limits(load_config(path))
@@ -262,7 +262,7 @@ def stopped_run(tmp_path_factory):
     import shutil
     import sys
 
-    from fdpg_ray.models import resolve_model_path
+    from fdpg_ray.model.sources import resolve_model_path
 
     d = tmp_path_factory.mktemp("resume")
     shutil.copytree(resolve_model_path("bundled:gpt2-tiny"), d / "model")
@@ -337,7 +337,7 @@ def test_resume_refuses_inputs_whose_content_changed_at_the_same_path(what, stop
 
 def test_resume_allows_and_records_cadence_and_resource_changes(stopped_run):
     from fdpg_ray.config import load_config
-    from fdpg_ray.fingerprint import RESUMES_FILE, check_resume, record_start
+    from fdpg_ray.train.fingerprint import RESUMES_FILE, check_resume, record_start
 
     _, run = stopped_run
     assert (run / "inputs.json").is_file()
@@ -369,7 +369,7 @@ def test_sweep_resume_refuses_a_run_config_edited_in_place(tmp_path, monkeypatch
     (sdir / sw.TUNE_NAME).mkdir(parents=True)
     (sdir / sw.TUNE_NAME / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
     spec = sw.load_sweep(path)
-    (sdir / "sweep.json").write_text(json.dumps({"hash": sw._spec_hash(spec), "spec": {"cwd": str(tmp_path)},
+    (sdir / "sweep.json").write_text(json.dumps({"hash": sw.spec_hash(spec), "spec": {"cwd": str(tmp_path)},
                                                  "configs": {str(base): hashlib.sha256(base.read_bytes()).hexdigest()[:16]}}))
     base.write_text(base.read_text().replace("beta: 0.5", "beta: 0.25"))
 
@@ -441,9 +441,9 @@ def test_vllm_sampler_refuses_like_the_transformers_one():
     """vLLM used to cut every completion at the context (15 tokens on the toy model) where the
     transformers backend failed: both now refuse the same way, and both fill the context when
     asked exactly (the toy model has no EOS)."""
-    from actors.vllm_engine import VLLMSampler
+    from fdpg_ray.rollout.vllm_sampler import VLLMSampler
     from fdpg_ray.config import ConfigError
-    from fdpg_ray.models import resolve_model_path
+    from fdpg_ray.model.sources import resolve_model_path
 
     s = VLLMSampler(resolve_model_path("toy"), seed=0, gpu_memory_utilization=0.2)
     try:

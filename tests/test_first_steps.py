@@ -11,11 +11,11 @@ import torch
 
 from fdpg_ray.cli import main
 from fdpg_ray.config import ConfigError, load_config
-from fdpg_ray.controller import MIN_BASE_SAMPLES_PER_CONTEXT, build_lr_scheduler
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LeaveOneOutBaseline, MovingBaseline, NoBaseline, leave_one_out_means, make_baseline
-from fdpg_ray.loss import fdpg_loss
-from fdpg_ray.targets import TargetError
+from fdpg_ray.train.controller import MIN_BASE_SAMPLES_PER_CONTEXT, build_lr_scheduler
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LeaveOneOutBaseline, MovingBaseline, NoBaseline, leave_one_out_means, make_baseline
+from fdpg_ray.objective.loss import fdpg_loss
+from fdpg_ray.target.energy import TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,9 +80,9 @@ def test_baseline_options_and_old_booleans(tmp_path):
 
 @pytest.fixture(scope="module")
 def exact_task():
-    from fdpg_ray.models import load_model_and_tokenizer
-    from fdpg_ray.scoring import TargetScorer
-    from fdpg_ray.toy import ExactTask
+    from fdpg_ray.model.sources import load_model_and_tokenizer
+    from fdpg_ray.target.scoring import TargetScorer
+    from fdpg_ray.model.toy import ExactTask
 
     scorer = TargetScorer(load_config("configs/toy.yaml"))
     policy, _ = load_model_and_tokenizer("toy")  # step 0: the policy is the base model a
@@ -188,7 +188,7 @@ TOY_SHORT = {"run.progress": False, "learner.batch_size": 32, "learner.micro_bat
 
 @pytest.mark.parametrize("baseline", ["moving", "leave_one_out", "self_normalized", "none"])
 def test_resume_with_each_baseline_matches_a_straight_run(baseline):
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/toy.yaml", {**TOY_SHORT, "loss.baseline": baseline})
     straight, _ = build_local(cfg)
@@ -273,7 +273,7 @@ def test_run_time_guard_for_a_soft_scorer_that_gives_zero(tmp_path, capsys, monk
 
 
 def test_run_time_guard_on_a_training_batch():
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/toy.yaml", {**TOY_SHORT, "divergence": "chi2"})
     ctl, _ = build_local(cfg)
@@ -291,7 +291,7 @@ def test_conditional_base_batch_covers_every_prompt():
     """configs/prompts.yaml (16 prompts, 8 per step) on the tiny model, hf backend: the base
     batch (lambda fit, initial Z_hat_c, kl_p_pi_base) has samples of every prompt, at least
     MIN_BASE_SAMPLES_PER_CONTEXT each, and step 0 still starts at the first prompt."""
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/prompts.yaml", {"rollout.backend": "hf", "target.fit_samples": 48, "eval.base_samples": 48,
                                                "model.max_new_tokens": 8, "learner.batch_size": 16,

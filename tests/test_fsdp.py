@@ -34,12 +34,12 @@ def _exact_resume_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from fdpg_ray.controller import Controller, TorchDistributed
-        from fdpg_ray.local import LocalRollout
-        from fdpg_ray.loss import SequenceLogProbs
-        from fdpg_ray.models import load_model_and_tokenizer
-        from fdpg_ray.parallel import full_state_dict, is_sharded, shard_policy
-        from fdpg_ray.scoring import TargetScorer
+        from fdpg_ray.train.controller import Controller, TorchDistributed
+        from fdpg_ray.train.local import LocalRollout
+        from fdpg_ray.objective.loss import SequenceLogProbs
+        from fdpg_ray.model.sources import load_model_and_tokenizer
+        from fdpg_ray.train.parallel import full_state_dict, is_sharded, shard_policy
+        from fdpg_ray.target.scoring import TargetScorer
 
         cfg = load_config("configs/amazing.yaml", SHORT)
 

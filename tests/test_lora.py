@@ -12,7 +12,7 @@ LORA = {"run.progress": False, "learner.lora.r": 8, "learner.lora.alpha": 16, "l
 
 @pytest.fixture(scope="module")
 def lora_controller():
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     cfg = load_config("configs/amazing.yaml", {**LORA, "rollout.backend": "hf", "learner.batch_size": 16,
                                                "learner.micro_batch_size": 16, "target.fit_samples": 64, "eval.base_samples": 64})
@@ -21,7 +21,7 @@ def lora_controller():
 
 
 def test_only_the_adapter_trains_and_is_checkpointed(lora_controller):
-    from fdpg_ray.lora import adapter_state, load_adapter_state
+    from fdpg_ray.model.lora import adapter_state, load_adapter_state
 
     c = lora_controller
     trainable = [n for n, p in c.policy.named_parameters() if p.requires_grad]
@@ -44,8 +44,8 @@ def test_only_the_adapter_trains_and_is_checkpointed(lora_controller):
 
 
 def test_merged_weights_under_base_names_reproduce_the_policy(lora_controller):
-    from fdpg_ray.models import load_model_and_tokenizer
-    from fdpg_ray.parallel import full_weights
+    from fdpg_ray.model.sources import load_model_and_tokenizer
+    from fdpg_ray.train.parallel import full_weights
 
     c = lora_controller
     torch.manual_seed(0)
@@ -82,8 +82,8 @@ def test_llama_push_carries_the_siblings_vllm_fuses():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from fdpg_ray.config import LoraConfig
-    from fdpg_ray.lora import apply_lora
-    from fdpg_ray.parallel import full_weights
+    from fdpg_ray.model.lora import apply_lora
+    from fdpg_ray.train.parallel import full_weights
 
     base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2))
@@ -107,8 +107,8 @@ def test_bad_lora_settings_are_one_line_errors(key, value, message):
 
 
 def test_unknown_target_module_names_the_field_and_the_choices():
-    from fdpg_ray.lora import apply_lora
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.model.lora import apply_lora
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     cfg = load_config("configs/amazing.yaml", {**LORA, "learner.lora.target_modules": ["q_proj"]})
     model, _ = load_model_and_tokenizer(cfg.model.path)

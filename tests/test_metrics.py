@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from fdpg_ray.divergences import get_divergence
-from fdpg_ray.estimators import LogPartition, is_metrics, kish_ess, mis_kl_p_pi
+from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.objective.estimators import LogPartition, is_metrics, kish_ess, mis_kl_p_pi
 
 ALL = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "alpha:0.5", "alpha:2"]
 
 
 def _f(name, t):
-    """f(t) written out independently of fdpg_ray.divergences (numpy, t > 0)."""
+    """f(t) written out independently of fdpg_ray.objective.divergences (numpy, t > 0)."""
     if name == "kl":
         return -np.log(t)
     if name == "rkl":
@@ -240,8 +240,8 @@ def test_infinite_divergences_stay_infinite_once_p_zero_has_been_seen():
 def test_untrusted_estimates_are_flagged_in_the_progress_bar_and_the_summary(tmp_path):
     import pandas as pd
 
-    from fdpg_ray.controller import flagged
-    from fdpg_ray.report import before_after_text
+    from fdpg_ray.train.controller import flagged
+    from fdpg_ray.train.report import before_after_text
 
     good = {"step": 0, "alignment": 0.1, "kl_p_pi": 1.0, "kl_p_pi_se": 0.1, "kl_p_pi_ess": 200.0,
             "kl_pi_a": 0.0, "kl_pi_a_se": 0.0, "kl_pi_a_ess": 64.0, "kl_pi_a_k3": 0.0, "kl_pi_a_k3_a_mass": 1.0}
@@ -257,7 +257,7 @@ def test_untrusted_estimates_are_flagged_in_the_progress_bar_and_the_summary(tmp
 
 
 def test_pooled_mis_divergence_matches_the_kl_estimator_and_is_calibrated():
-    from fdpg_ray.estimators import mis_divergence
+    from fdpg_ray.objective.estimators import mis_divergence
 
     gen = torch.Generator().manual_seed(4)
     P, _, a = _space()

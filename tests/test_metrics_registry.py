@@ -1,4 +1,4 @@
-"""The metrics registry (fdpg_ray/metrics.py) is the one list of metric names: docs/metrics.md
+"""The metrics registry (fdpg_ray/train/metrics.py) is the one list of metric names: docs/metrics.md
 is generated from it, its views are consistent, and it knows every column a real run writes."""
 
 import math
@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fdpg_ray import metrics as M
+from fdpg_ray.train import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_docs_metrics_md_is_generated_from_the_registry():
     text = (ROOT / "docs" / "metrics.md").read_text()
-    assert text == M.markdown(), ("docs/metrics.md is out of date with fdpg_ray/metrics.py; regenerate it with "
-                                  "`python -m fdpg_ray.metrics --markdown --out docs/metrics.md`")
+    assert text == M.markdown(), ("docs/metrics.md is out of date with fdpg_ray/train/metrics.py; regenerate it with "
+                                  "`python -m fdpg_ray.train.metrics --markdown --out docs/metrics.md`")
 
 
 def test_every_entry_uses_the_registrys_vocabulary():
@@ -68,8 +68,8 @@ def test_markdown_command_prints_the_table(capsys, tmp_path):
 def toy_run(tmp_path_factory):
     """A short local run of the exact toy task (2 steps + the final row, evaluated every step)."""
     from fdpg_ray.config import load_config
-    from fdpg_ray.local import build_local
-    from fdpg_ray.sink import RunSink
+    from fdpg_ray.train.local import build_local
+    from fdpg_ray.train.sink import RunSink
 
     cfg = load_config("configs/toy.yaml", {"run.steps": 2, "learner.batch_size": 64, "learner.micro_batch_size": 64,
                                            "eval.base_samples": 256, "run.eval_every": 1, "run.progress": False,
@@ -83,7 +83,7 @@ def toy_run(tmp_path_factory):
 def test_every_column_a_run_writes_is_in_the_registry(toy_run):
     df = pd.read_csv(toy_run / "metrics.csv")
     unknown = [c for c in df.columns if not M.known(c)]
-    assert not unknown, f"metrics.csv columns missing from fdpg_ray/metrics.py: {unknown}"
+    assert not unknown, f"metrics.csv columns missing from fdpg_ray/train/metrics.py: {unknown}"
     assert list(df.columns[:len(M.FIRST_COLUMNS)]) == M.FIRST_COLUMNS
     # and the registry lists nothing such a run fails to write (conditional metrics and families aside)
     always = [m.name for m in M.METRICS if not m.family and (not m.condition or m.condition == "exact tasks")]
@@ -95,7 +95,7 @@ def test_every_column_a_run_writes_is_in_the_registry(toy_run):
 
 
 def test_run_report_and_summary_read_the_registry(toy_run):
-    from fdpg_ray.report import before_after, before_after_text, plot_run
+    from fdpg_ray.train.report import before_after, before_after_text, plot_run
 
     table = before_after(toy_run)
     assert list(table.index) == [c for c in M.SUMMARY_METRICS if c in pd.read_csv(toy_run / "metrics.csv")]

@@ -20,9 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fdpg_ray.cli import main  # noqa: E402
 from fdpg_ray.config import load_config  # noqa: E402
-from fdpg_ray.local import build_local  # noqa: E402
-from fdpg_ray.models import load_model_and_tokenizer  # noqa: E402
-from fdpg_ray.toy import TOKENS  # noqa: E402
+from fdpg_ray.train.local import build_local  # noqa: E402
+from fdpg_ray.model.sources import load_model_and_tokenizer  # noqa: E402
+from fdpg_ray.model.toy import TOKENS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 30
@@ -74,7 +74,7 @@ def test_adaptive_proposal_gets_there_in_fewer_steps_than_a_fixed_one(fixed_and_
 @pytest.fixture(scope="module")
 def base_samples(tmp_path_factory) -> Path:
     """512 samples of the toy base model as JSONL, once with their log q and once without."""
-    from actors.hf_engine import HFSampler
+    from fdpg_ray.rollout.hf_sampler import HFSampler
 
     sampler = HFSampler("toy", seed=7)
     samples = sampler.sample([[0]], 512, 4)
@@ -110,7 +110,7 @@ def test_fixed_proposal_is_served_by_the_rollout_engine(tmp_path):
     batch = controller.next_batch()
     log_q_model = controller.scorer.log_base(batch["prompt_ids"], batch["completion_ids"])  # log a
     assert (batch["log_q"] - log_q_model).abs().max() > 0.1  # q is not a ...
-    from fdpg_ray.loss import collate, sequence_log_probs
+    from fdpg_ray.objective.loss import collate, sequence_log_probs
 
     with torch.no_grad():
         want = sequence_log_probs(model, *collate(batch["prompt_ids"], batch["completion_ids"], 0)).double()

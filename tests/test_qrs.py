@@ -1,4 +1,4 @@
-"""Quasi-rejection sampling (fdpg_ray/qrs.py, `fdpg-ray qrs`) on the enumerable toy task.
+"""Quasi-rejection sampling (fdpg_ray/train/qrs.py, `fdpg-ray qrs`) on the enumerable toy task.
 
 Exact: p_beta(x) = min(q(x), P(x)/beta) / Z_beta over all 625 sequences.  Checked:
 * exact TV(p_beta, p) and KL(p || p_beta) fall as beta grows, TV < 0.02 once beta >= max P/q;
@@ -21,11 +21,11 @@ import sys
 import pytest
 import torch
 
-from fdpg_ray import qrs as Q
+from fdpg_ray.train import qrs as Q
 from fdpg_ray.config import load_config
-from fdpg_ray.models import load_model_and_tokenizer
-from fdpg_ray.scoring import TargetScorer
-from fdpg_ray.toy import ExactTask
+from fdpg_ray.model.sources import load_model_and_tokenizer
+from fdpg_ray.target.scoring import TargetScorer
+from fdpg_ray.model.toy import ExactTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -30,10 +30,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fdpg_ray.config import load_config  # noqa: E402
-from fdpg_ray.loss import collate  # noqa: E402
-from fdpg_ray.models import load_model_and_tokenizer  # noqa: E402
+from fdpg_ray.objective.loss import collate  # noqa: E402
+from fdpg_ray.model.sources import load_model_and_tokenizer  # noqa: E402
 from fdpg_ray.seeding import STEP, derive_seed  # noqa: E402
-from fdpg_ray.toy import BOS_ID, all_completions  # noqa: E402
+from fdpg_ray.model.toy import BOS_ID, all_completions  # noqa: E402
 
 FLATTEN = 0.2  # final layer norm scale: logits / 5
 Z_MAX = 4.0
@@ -88,7 +88,7 @@ def collision_z(a: list[tuple], b: list[tuple], log_pi: torch.Tensor, index: dic
 @pytest.fixture(scope="module", params=["hf", "vllm"])
 def local(request, flat_toy):
     """(backend, controller) with the in-process rollout of that backend (the --local path)."""
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     controller, _ = build_local(toy_config(request.param, flat_toy))
     yield request.param, controller
@@ -174,7 +174,7 @@ def test_ray_rollout_actors_draw_independent_reproducible_streams(exact, flat_to
     import ray
 
     from actors.rollout import RolloutActor, RolloutGroup
-    from fdpg_ray.controller import Controller  # noqa: F401  (the step seeds below are its)
+    from fdpg_ray.train.controller import Controller  # noqa: F401  (the step seeds below are its)
 
     log_pi, index = exact
     cfg = toy_config("vllm", flat_toy)
@@ -203,7 +203,7 @@ def test_ray_rollout_actors_draw_independent_reproducible_streams(exact, flat_to
 def test_same_config_and_seed_same_run_other_seed_other_run():
     """Two runs of one config and seed are the same run (samples, losses, Z_hat); another
     seed gives another run."""
-    from fdpg_ray.local import build_local
+    from fdpg_ray.train.local import build_local
 
     def run(seed: int) -> list[dict]:
         cfg = load_config("configs/toy.yaml", {"run.steps": 2, "run.seed": seed, "run.progress": False,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fdpg_ray.scorers import SCORER_KINDS, Scorer, build_scorer, validate_scores
+from fdpg_ray.target.scorers import SCORER_KINDS, Scorer, build_scorer, validate_scores
 
 
 def _score(spec, texts, contexts=None):

@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fdpg_ray.corpus import (  # noqa: E402
+from modelbuild.corpus import (  # noqa: E402
     MAX_WORDS,
     MIN_WORDS,
     generate_corpus,
@@ -70,7 +70,7 @@ def test_micro_model_trains_and_reloads(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fdpg_ray.small_models import EOT, build_model
+    from modelbuild.small_models import EOT, build_model
 
     out = tmp_path / "micro"
     info = build_model("micro", out, seed=0, steps=25, batch_size=16, vocab_size=512,
@@ -98,7 +98,7 @@ def test_micro_model_trains_and_reloads(tmp_path):
 
 
 def test_rebuild_replaces_atomically(tmp_path):
-    from fdpg_ray.small_models import build_model
+    from modelbuild.small_models import build_model
 
     out = tmp_path / "m"
     kw = dict(steps=2, batch_size=4, vocab_size=300, tokenizer_texts=200, log=lambda *a: None)
@@ -115,7 +115,7 @@ def test_rebuild_replaces_atomically(tmp_path):
 def test_committed_tiny_model_base_rates():
     from transformers import AutoConfig
 
-    from fdpg_ray.small_models import sample_texts
+    from modelbuild.small_models import sample_texts
 
     cfg = AutoConfig.from_pretrained(TINY)
     assert cfg.model_type == "gpt2"

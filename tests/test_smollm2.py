@@ -17,7 +17,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fdpg_ray.smollm2 import smollm2_gguf_file, smollm2_path  # noqa: E402
+from fdpg_ray.model.smollm2 import smollm2_gguf_file, smollm2_path  # noqa: E402
 
 try:
     smollm2_gguf_file()
@@ -71,7 +71,7 @@ def test_conversion_folder_and_cache(smol_dir):
 def test_missing_wheel_message(monkeypatch, tmp_path):
     import importlib.util
 
-    import fdpg_ray.smollm2 as m
+    import fdpg_ray.model.smollm2 as m
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -89,7 +89,7 @@ def test_transformers_logprob_is_finite(hf_smol):
 
 
 def test_vllm_serves_smollm2(smol_dir, hf_smol):
-    from actors.vllm_engine import VLLMSampler
+    from fdpg_ray.rollout.vllm_sampler import VLLMSampler
 
     tok, model = hf_smol
     s = VLLMSampler(smol_dir, gpu_memory_utilization=0.5, enforce_eager=True, max_model_len=512)

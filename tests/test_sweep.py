@@ -76,7 +76,7 @@ def base_sweep(**extra) -> dict:
 ])
 def test_bad_sweep_files_fail_with_one_line(tmp_path, capsys, body, expected):
     from fdpg_ray.cli import main
-    from tuning.sweep import load_sweep
+    from tuning.spec import load_sweep
 
     path = write_sweep(tmp_path / "s.yaml", {**base_sweep(), **body})
     with pytest.raises(ConfigError) as e:
@@ -90,7 +90,7 @@ def test_bad_sweep_files_fail_with_one_line(tmp_path, capsys, body, expected):
 
 
 def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
-    from tuning.sweep import load_sweep
+    from tuning.spec import load_sweep
 
     path = write_sweep(tmp_path / "s.yaml", base_sweep(grid={"divergence": ["kl"]}))
     with pytest.raises(ConfigError, match=r"^set\.learner\.nope: unknown key 'nope'"):
@@ -100,7 +100,7 @@ def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
 
 
 def test_per_value_settings_follow_their_grid_value(tmp_path):
-    from tuning.sweep import _spec_hash, build_config, load_sweep
+    from tuning.spec import spec_hash, build_config, load_sweep
 
     path = write_sweep(tmp_path / "s.yaml", base_sweep(
         grid={"divergence": ["kl", "rkl"], "run.seed": [0, 1]},
@@ -113,12 +113,13 @@ def test_per_value_settings_follow_their_grid_value(tmp_path):
     assert spec["max_steps"] == 3  # the grid's configs are built up front, per_value included
     # an unused per_value leaves the hash of older sweep files as it was (--resume still works)
     plain = load_sweep(write_sweep(tmp_path / "p.yaml", base_sweep(grid={"divergence": ["kl", "rkl"]})))
-    assert _spec_hash(plain) == _spec_hash({k: v for k, v in plain.items() if k != "per_value"})
-    assert _spec_hash(spec) != _spec_hash({**spec, "per_value": {}})
+    assert spec_hash(plain) == spec_hash({k: v for k, v in plain.items() if k != "per_value"})
+    assert spec_hash(spec) != spec_hash({**spec, "per_value": {}})
 
 
 def test_the_example_sweeps_are_valid():
-    from tuning.sweep import build_config, load_sweep, swept_keys, trial_bundles
+    from tuning.spec import build_config, load_sweep, swept_keys
+    from tuning.trials import trial_bundles
 
     quick = load_sweep(ROOT / "configs" / "sweeps" / "quick.yaml")
     assert quick["grid"]["divergence"] == ["kl", "rkl", "tv", "js"]
@@ -145,7 +146,9 @@ def test_the_example_sweeps_are_valid():
 def test_scheduler_option_builds_asha_with_the_sweeps_metric(tmp_path):
     from ray.tune.schedulers import ASHAScheduler
 
-    from tuning.sweep import _scheduler, load_sweep
+    from tuning.spec import load_sweep
+
+    from tuning.sweep import _scheduler
 
     spec = load_sweep(write_sweep(tmp_path / "s.yaml", base_sweep(
         grid={"divergence": ["kl"]}, scheduler={"asha": {"grace_period": 2, "max_t": 10}}, metric="kl_pi_a")))
@@ -386,7 +389,7 @@ def test_report_without_results_is_one_line(tmp_path):
 
 
 def test_model_params_from_training_info_or_config():
-    from tuning.sweep import model_params
+    from tuning.results import model_params
 
     assert model_params("bundled:gpt2-tiny") == 1071872            # training_info.json
     assert 10_000 < model_params("toy") < 1_000_000                 # counted from config.json
@@ -394,7 +397,7 @@ def test_model_params_from_training_info_or_config():
 
 
 def test_run_states_tell_scheduler_stops_from_interruptions(tmp_path):
-    from tuning.sweep import _run_state
+    from tuning.results import _run_state
 
     def run(state):
         d = tmp_path / str(state)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from fdpg_ray.config import ConfigError, load_config
-from fdpg_ray.models import ModelError, load_model_and_tokenizer, resolve_model_path
-from fdpg_ray.scoring import TargetScorer
-from fdpg_ray.toy import ExactTask, exact_task_for, parse_toy_spec, read_toy_info
+from fdpg_ray.model.sources import ModelError, load_model_and_tokenizer, resolve_model_path
+from fdpg_ray.target.scoring import TargetScorer
+from fdpg_ray.model.toy import ExactTask, exact_task_for, parse_toy_spec, read_toy_info
 
 # exact_* of configs/toy.yaml at the base model, computed by the code before this change
-# (fdpg_ray/toy.py at 0683cb0): the `toy` task must keep them.
+# (fdpg_ray/model/toy.py at 0683cb0): the `toy` task must keep them.
 OLD_TOY_AT_BASE = {"exact_kl": 0.9011719921365354, "exact_rkl": 0.7266374238236812, "exact_tv": 0.45997618686877006,
                    "exact_js": 0.16578429797567432, "exact_hellinger": 0.3616953631439398,
                    "exact_chi2": 2.1944414871654567, "exact_kl_pi_a": 0.0, "exact_log_z": 1.6269750909929903}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fdpg_ray.config import ConfigError, load_config
-from fdpg_ray.divergences import UserDivergence, get_divergence
+from fdpg_ray.objective.divergences import UserDivergence, get_divergence
 
 U = torch.linspace(-20, 20, 401, dtype=torch.float64)
 

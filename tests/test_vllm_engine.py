@@ -15,7 +15,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from actors.weight_sync import (  # noqa: E402
+from fdpg_ray.rollout.weight_sync import (  # noqa: E402
     CPUWeightSync,
     WeightSync,
     pack_state_dict,
@@ -88,7 +88,7 @@ def hf_model(tiny_dir):
 
 @pytest.fixture(scope="module")
 def sampler(tiny_dir):
-    from actors.vllm_engine import VLLMSampler
+    from fdpg_ray.rollout.vllm_sampler import VLLMSampler
 
     s = VLLMSampler(tiny_dir, seed=0, gpu_memory_utilization=0.2)
     print(f"\n[vllm] engine start {s.start_time_s:.2f}s")

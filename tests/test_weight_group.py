@@ -1,4 +1,4 @@
-"""actors/weight_group.py between plain processes (no Ray, no vLLM): the bucket plan, and a
+"""fdpg_ray/rollout/weight_group.py between plain processes (no Ray, no vLLM): the bucket plan, and a
 sender broadcasting to two receivers over a real gloo group, bit-exact, twice."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from actors.weight_group import (ALIGN, BucketPlan, WeightGroup, WeightReceiver, WeightSender, free_port,
+from fdpg_ray.rollout.weight_group import (ALIGN, BucketPlan, WeightGroup, WeightReceiver, WeightSender, free_port,
                                  plan_buckets)
 
 

@@ -23,7 +23,7 @@ TOL = 2e-3  # as tests/test_distributed.py: the engine's log q vs the learner's 
 
 def _learner(path: str, seed: int, scale: float = 0.05):
     """The learner's policy with every parameter moved by scale * N(0, 1) * its std."""
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(path, dtype="float32")
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +34,7 @@ def _learner(path: str, seed: int, scale: float = 0.05):
 
 
 def _log_pi(model, prompt: list[int], samples: list[dict]) -> list[float]:
-    from fdpg_ray.loss import collate, sequence_log_probs
+    from fdpg_ray.objective.loss import collate, sequence_log_probs
 
     pad = model.config.eos_token_id if model.config.eos_token_id is not None else 0
     ids, attn, comp = collate([prompt] * len(samples), [s["token_ids"] for s in samples], pad, "cpu")
@@ -149,7 +149,7 @@ def test_hf_actor_joins_the_same_group_and_object_store_fallback_still_works(ray
 
 def test_smollm2_one_group_push_log_q_equals_learner_log_pi(ray_local):
     from actors.rollout import RolloutGroup
-    from fdpg_ray.smollm2 import smollm2_gguf_file
+    from fdpg_ray.model.smollm2 import smollm2_gguf_file
 
     try:
         smollm2_gguf_file()

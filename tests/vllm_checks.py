@@ -7,9 +7,9 @@ import torch
 def assert_final_model_matches_vllm(final: str, base_spec: str = "bundled:gpt2-tiny") -> None:
     """final/ loads in transformers and in vLLM, differs from the base model, and vLLM's log q
     of its own samples equals transformers' log pi (abs 2e-3, as in test_distributed)."""
-    from actors.vllm_engine import VLLMSampler
-    from fdpg_ray.loss import bos_prompt_ids, collate, sequence_log_probs
-    from fdpg_ray.models import load_model_and_tokenizer
+    from fdpg_ray.rollout.vllm_sampler import VLLMSampler
+    from fdpg_ray.objective.loss import bos_prompt_ids, collate, sequence_log_probs
+    from fdpg_ray.model.sources import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(final)
     base, _ = load_model_and_tokenizer(base_spec)

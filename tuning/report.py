@@ -1,6 +1,6 @@
 """Render a sweep: ``fdpg-ray report SWEEP_DIR [--out FILE]``.
 
-Reads SWEEP_DIR/results.parquet (written by :mod:`tuning.sweep`) and writes Markdown with
+Reads SWEEP_DIR/results.parquet (written by :mod:`tuning.results`) and writes Markdown with
 PNG figures next to it:
 
 * a table per task (and per value of any other swept key): divergences as rows, the final
@@ -29,9 +29,9 @@ import pandas as pd
 
 from fdpg_ray.config import ConfigError
 from fdpg_ray.atomic import atomic_write, atomic_write_text
-from fdpg_ray.metrics import BY_NAME as METRIC_BY_NAME, COMPARISONS, label_of
+from fdpg_ray.train.metrics import BY_NAME as METRIC_BY_NAME, COMPARISONS, label_of
 
-# The quantities compared, from the metrics registry (fdpg_ray/metrics.py, COMPARISONS):
+# The quantities compared, from the metrics registry (fdpg_ray/train/metrics.py, COMPARISONS):
 # (label, candidate columns in order of preference, note for each)
 TABLE_METRICS = [(c.label, [(col, METRIC_BY_NAME[col].note) for col in c.columns]) for c in COMPARISONS]
 CURVE_METRICS = [c.label for c in COMPARISONS if c.curves]
