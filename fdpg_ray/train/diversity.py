@@ -17,6 +17,9 @@ Texts are lowercased and split on whitespace everywhere in this module.
     BP = 0 for an empty hypothesis;
   - BLEU = BP · exp(Σ_n (1/N) log p_n), N = ``max_n`` (uniform weights).
 
+  Kept ours (vectorised; NLTK's per-sentence loop is O(n²) Python for a batch) and checked
+  against NLTK's ``sentence_bleu`` to 1e-12 on random batches (tests/test_diversity.py).
+
 The n-gram counts of all texts are computed once with numpy; with all other
 texts as references, max_ref c_ref(g) for every (hypothesis, g) comes from the
 largest and second-largest count of g over the batch, so the whole batch costs
@@ -25,7 +28,6 @@ about one sort of its n-grams.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -222,27 +224,3 @@ def diversity_metrics(texts: Sequence[str], max_refs: int | None = None) -> dict
         "self_bleu": self_bleu(texts, max_refs=max_refs),
         "mean_length": float(np.mean([len(t) for t in tokens])) if tokens else 0.0,
     }
-
-
-def _naive_sentence_bleu(hyp: list[str], refs: list[list[str]], max_n: int = 4) -> float:
-    """Reference implementation with Counters (slow; used by the tests)."""
-    import math
-
-    if not hyp:
-        return 0.0
-    log_sum = 0.0
-    for n in range(1, max_n + 1):
-        h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
-        best: Counter = Counter()
-        for ref in refs:
-            rc = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
-            for g in h:
-                best[g] = max(best[g], rc[g])
-        matches = sum(min(c, best[g]) for g, c in h.items())
-        if n == 1 and matches == 0:
-            return 0.0
-        log_sum += math.log((matches or SMOOTHING_EPSILON) / max(1, sum(h.values())))
-    c = len(hyp)
-    r = min((len(ref) for ref in refs), key=lambda L: (abs(L - c), L))
-    bp = 1.0 if c > r else math.exp(1 - r / c)
-    return bp * math.exp(log_sum / max_n)
