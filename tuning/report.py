@@ -370,33 +370,44 @@ def _colors(divs):
     return {d: cmap(i % 10) for i, d in enumerate(sorted(divs, key=_div_key))}
 
 
-def _plot_curves(gd: pd.DataFrame, metric_cols: dict, path: Path, title: str) -> str | None:
+def _panels_by_divergence(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str, path: Path, title: str,
+                          draw, log_x: bool = False) -> str:
+    """One panel per (label, column), one series per divergence: ``draw(ax, stats, color, div)``
+    plots the mean and spread over seeds (``stats``: columns x, mean, std, count)."""
     import matplotlib.pyplot as plt
 
-    panels = [(label, metric_cols[label][0]) for label in CURVE_METRICS if metric_cols[label][0]]
-    panels = [(lab, c) for lab, c in panels if c in gd and gd[c].notna().any()]
-    if not panels:
-        return None
-    colors = _colors(gd["divergence"].astype(str).unique())
+    colors = _colors(frame["divergence"].astype(str).unique())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
     for ax, (label, col) in zip(axes.flat, panels):
         for div in sorted(colors, key=_div_key):
-            d = gd[gd["divergence"].astype(str) == div][["step", col]].dropna()
-            if d.empty:
-                continue
-            s = d.groupby("step")[col].agg(["mean", "std", "count"]).reset_index()
-            ax.plot(s["step"], s["mean"], marker=".", color=colors[div], label=div)
-            band = s["count"] > 1
-            if band.any():
-                ax.fill_between(s["step"][band], (s["mean"] - s["std"])[band], (s["mean"] + s["std"])[band],
-                                color=colors[div], alpha=0.15, lw=0)
+            d = frame[frame["divergence"].astype(str) == div][[x, col]].dropna()
+            if not d.empty:
+                draw(ax, d.groupby(x)[col].agg(["mean", "std", "count"]).reset_index().sort_values(x), colors[div], div)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel("parameters" if x == "model_params" else x)
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8, title="divergence", title_fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _plot_curves(gd: pd.DataFrame, metric_cols: dict, path: Path, title: str) -> str | None:
+    panels = [(label, metric_cols[label][0]) for label in CURVE_METRICS if metric_cols[label][0]]
+    panels = [(lab, c) for lab, c in panels if c in gd and gd[c].notna().any()]
+    if not panels:
+        return None
+
+    def draw(ax, s, color, div):
+        ax.plot(s["step"], s["mean"], marker=".", color=color, label=div)
+        band = s["count"] > 1
+        if band.any():
+            ax.fill_between(s["step"][band], (s["mean"] - s["std"])[band], (s["mean"] + s["std"])[band],
+                            color=color, alpha=0.15, lw=0)
+
+    return _panels_by_divergence(gd, panels, "step", path, title, draw)
 
 
 def _plot_tradeoff(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) -> str | None:
@@ -423,31 +434,16 @@ def _plot_tradeoff(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) 
 
 
 def _plot_scaling(gf: pd.DataFrame, metric_cols: dict, path: Path, title: str) -> str | None:
-    import matplotlib.pyplot as plt
-
     if "model_params" not in gf or gf["model_params"].isna().all():
         return None
     panels = [(label, metric_cols[label][0]) for label in SCALING_METRICS if metric_cols[label][0]]
     if not panels:
         return None
-    colors = _colors(gf["divergence"].astype(str).unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
-    for ax, (label, col) in zip(axes.flat, panels):
-        for div in sorted(colors, key=_div_key):
-            d = gf[gf["divergence"].astype(str) == div][["model_params", col]].dropna()
-            if d.empty:
-                continue
-            s = d.groupby("model_params")[col].agg(["mean", "std"]).reset_index().sort_values("model_params")
-            ax.errorbar(s["model_params"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                        color=colors[div], label=div)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8, title="divergence", title_fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    def draw(ax, s, color, div):
+        ax.errorbar(s["model_params"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, color=color, label=div)
+
+    return _panels_by_divergence(gf, panels, "model_params", path, title, draw, log_x=True)
 
 
 # Metrics whose ordering of divergences is compared across model sizes, and which way is better.
