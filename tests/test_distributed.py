@@ -61,7 +61,7 @@ def test_overlap_then_final_model_loads_in_transformers_and_vllm_with_the_same_l
     # weights before step k's update; log q then differs from the learner's log pi and the
     # importance weight w = pi/q carries the difference.
     run_dir, _, df = run("configs/amazing.yaml", tmp_path, "final", **{
-        "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32,
+        "rollout.backend": "hf", "rollout.overlap": True, "run.steps": 4, "learner.batch_size": 32, "learner.num_workers": 1,
         "learner.micro_batch_size": 16, "target.fit_samples": 64, "eval.base_samples": 64, "learner.lr": 1e-3})
     assert list(df["step"]) == [0, 1, 2, 3, 4]
     assert df["logq_logpi_gap"].iloc[0] < 2e-3          # step 0: nothing learned yet
