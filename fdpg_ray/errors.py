@@ -119,8 +119,6 @@ def one_line(err, model, where: str = "") -> str:
         return one_line(cause.err, cause.model, name)
     if isinstance(cause, UserInputError):
         return str(cause)
-    if isinstance(cause, Exception):  # '.key: ...' names a key below the validated value
-        return f"{name}{cause}" if str(cause).startswith(".") else f"{name}: {cause}"
     if kind == "extra_forbidden":
         tag = holder.model_fields.get("kind")
         tag = f" for kind '{tag.annotation.__args__[0]}'" if tag is not None and holder is not model else ""
@@ -130,7 +128,11 @@ def one_line(err, model, where: str = "") -> str:
         return f"{name}.kind: {got}; valid kinds: {', '.join(_tags(_unwrap(tp)))}"
     bounds = {k: _number(getattr(m, k)) for m in getattr(info, "metadata", ()) for k in ("gt", "ge", "lt", "le")
               if getattr(m, k, None) is not None}
-    if kind == "literal_error":
+    if isinstance(cause, Exception):  # '.key: ...' names a key below the validated value
+        if str(cause).startswith("."):
+            return f"{name}{cause}"
+        problem = str(cause)
+    elif kind == "literal_error":
         problem = f"invalid value {e['input']!r}; valid values: {', '.join(map(str, typing.get_args(_unwrap(tp))))}"
     elif e["input"] is None and kind != "missing":
         problem = "must not be null; give a value"
