@@ -99,12 +99,14 @@ class PromptsConfig(_Section):
 
 
 class _Constraint(_Section):
-    """The keys of one ``target.constraints`` entry (checked; the entry stays the mapping given)."""
+    """The keys of one ``target.constraints`` entry (checked; the entry stays the mapping given,
+    so its values are strict: a number must be a number, not text)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: str
     scorer: dict = Field(description="give a scorer mapping such as {kind: word, words: [amazing]}")
-    moment: Optional[Float] = None
-    beta: Optional[Float] = None
-    lam: Optional[Float] = None
+    moment: Optional[float] = None
+    beta: Optional[float] = None
+    lam: Optional[float] = None
 
 
 class PointwiseConstraint(_Constraint):
@@ -126,7 +128,7 @@ class DistributionalConstraint(_Constraint):
 class RewardConstraint(_Constraint):
     """``kind: reward``: P(x) = a(x) exp(r(x) / ``beta``), beta > 0."""
     kind: Literal["reward"]
-    beta: Float = Field(gt=0, description="a reward constraint needs beta > 0")
+    beta: float = Field(gt=0, description="a reward constraint needs beta > 0")
 
 
 Constraint = Annotated[Union[PointwiseConstraint, DistributionalConstraint, RewardConstraint], Discriminator("kind")]
@@ -195,8 +197,9 @@ class LearnerConfig(_Section):
 
 
 class ProposalUpdate(_Section):
-    """``rollout.proposal_update``: GDC's adaptive proposal rule (checked; the mapping stays as given)."""
-    every: Int = Field(1, ge=1)
+    """``rollout.proposal_update``: GDC's adaptive proposal rule (checked; the mapping stays as given, strict values)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    every: int = Field(1, ge=1)
     when: Literal["kl_improves"] = "kl_improves"
 
 
@@ -563,16 +566,8 @@ def _validate_proposal(cfg: Config) -> None:
     if spec.kind == "dataset" and cfg.prompts.file is not None:
         raise ConfigError("rollout.proposal: a dataset proposal serves unconditional runs only; "
                           "remove prompts.file or use another proposal")
-    update = cfg.rollout.proposal_update
-    if update is None:
+    if cfg.rollout.proposal_update is None:
         return
-    if not isinstance(update, dict) or set(update) - {"every", "when"}:
-        raise ConfigError(f"rollout.proposal_update: expected {{every: K, when: kl_improves}}, got {update!r}")
-    every = update.get("every", 1)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"rollout.proposal_update.every: must be an integer >= 1, got {every!r}")
-    if update.get("when", "kl_improves") != "kl_improves":
-        raise ConfigError(f"rollout.proposal_update.when: unknown rule {update.get('when')!r}; use kl_improves")
     if spec.kind not in ("base", "fixed"):
         raise ConfigError(f"rollout.proposal_update: only a base or fixed:PATH proposal can be updated, "
                           f"rollout.proposal is '{cfg.rollout.proposal}'; remove rollout.proposal_update")
