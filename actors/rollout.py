@@ -120,9 +120,7 @@ class RolloutActor:
 
 
 def _config(d: dict) -> Config:
-    from fdpg_ray.config import _from_dict
-
-    return _from_dict(Config, d)
+    return Config.from_dict(d)
 
 
 class RolloutGroup:

@@ -49,9 +49,13 @@ import inspect
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Annotated, Any, Callable, Literal, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, TypeAdapter,
+                      ValidationError, model_validator)
+
+from fdpg_ray.errors import one_line
 
 __all__ = [
     "Scorer",
@@ -435,114 +439,153 @@ def _call_mode(fn: Callable) -> str:
 # Building from a config mapping
 # --------------------------------------------------------------------------
 
-_REQUIRED = object()
+def _text(v):
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+    return v
 
 
-class _Spec:
-    """Reads and checks one scorer mapping; every error names ``<where>.<key>``."""
-
-    def __init__(self, spec: Mapping[str, Any], where: str, kind: str, allowed: Sequence[str]):
-        self.spec = spec
-        self.where = where
-        self.kind = kind
-        valid = ["kind", "name", *allowed]
-        for key in spec:
-            if key not in valid:
-                raise self.error(str(key), f"unknown key for kind '{kind}'; valid keys: {', '.join(valid)}")
-
-    def error(self, key: str, msg: str) -> ValueError:
-        return ValueError(f"{self.where}.{key}: {_one_line(msg)}")
-
-    def raw(self, key: str, default: Any, hint: str) -> Any:
-        if key in self.spec and self.spec[key] is not None:
-            return self.spec[key]
-        if default is _REQUIRED:
-            raise self.error(key, f"missing; kind '{self.kind}' needs it: {hint}")
-        return default
-
-    def string(self, key: str, default: Any = _REQUIRED, hint: str = "give a string") -> str:
-        value = self.raw(key, default, hint)
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"expected a non-empty string, got {value!r}; {hint}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key, default, "true or false")
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}")
-        return value
-
-    def choice(self, key: str, choices: Sequence[str], default: Any = _REQUIRED) -> str:
-        value = self.raw(key, default, f"one of {', '.join(choices)}")
-        if value not in choices:
-            raise self.error(key, f"invalid value {value!r}; valid values: {', '.join(choices)}")
-        return value
-
-    def number(self, key: str, default: float, lo: float, hi: float) -> float:
-        value = self.raw(key, default, f"a number in [{lo}, {hi}]")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
-            raise self.error(key, f"expected a number in [{lo}, {hi}], got {value!r}")
-        return float(value)
-
-    def positive_int(self, key: str, default: int) -> int:
-        value = self.raw(key, default, "a positive integer")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.error(key, f"expected a positive integer, got {value!r}")
-        return value
-
-    def word_list(self, key: str) -> list[str]:
-        hint = f"give a non-empty list of words or phrases, e.g. {key}: [amazing, great]"
-        value = self.raw(key, _REQUIRED, hint)
-        if isinstance(value, str) or not isinstance(value, Sequence) or len(value) == 0:
-            raise self.error(key, f"expected a non-empty list, got {value!r}; {hint}")
-        for i, w in enumerate(value):
-            if not isinstance(w, str) or not w.strip():
-                raise self.error(key, f"entry {i} is {w!r}, not a non-empty string; {hint}")
-        return [w.strip() for w in value]
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.raw(key, {}, "a mapping")
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise self.error(key, f"expected a mapping of argument names to values, got {value!r}")
-        return dict(value)
+def _words(v):
+    if isinstance(v, str) or not isinstance(v, Sequence) or len(v) == 0:
+        raise ValueError(f"expected a non-empty list, got {v!r}")
+    for i, w in enumerate(v):
+        if not isinstance(w, str) or not w.strip():
+            raise ValueError(f"entry {i} is {w!r}, not a non-empty string")
+    return [w.strip() for w in v]
 
 
-def _build_word(s: _Spec, name: str) -> Scorer:
-    return WordScorer(name, s.word_list("words"), s.boolean("case_sensitive", False))
+def _threshold(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:
+        raise ValueError(f"expected a number in [-1.0, 1.0], got {v!r}")
+    return float(v)
 
 
-def _build_regex(s: _Spec, name: str) -> Scorer:
-    pattern = s.string("pattern", hint="give a Python regular expression, e.g. pattern: '\\bwedding\\b'")
-    flags = s.raw("flags", "", "")
-    if not isinstance(flags, str) or any(c not in _FLAG_LETTERS for c in flags):
-        raise s.error("flags", f"invalid flags {flags!r}; use \"\" or letters from \"imsx\" (\"i\" = ignore case)")
+def _label(v):
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError(f"expected a label name or index, got {v!r}")
+    return v
+
+
+def _flags(v):
+    if not isinstance(v, str) or any(c not in _FLAG_LETTERS for c in v):
+        raise ValueError(f'invalid flags {v!r}; use "" or letters from "imsx" ("i" = ignore case)')
+    return v
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Words = Annotated[list, BeforeValidator(_words), Field(description="give a non-empty list of words or phrases, "
+                                                                    "e.g. words: [amazing, great]")]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _ScorerSpec(BaseModel):
+    """The keys every scorer mapping has: ``kind`` and ``name`` (default: the kind)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: str
+    name: Optional[Text] = Field(None, description="give a short name used in metrics")
+    _where: str = PrivateAttr("scorer")  # the mapping's dotted name in messages
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data):
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, Mapping) else data
+
+
+class WordSpec(_ScorerSpec):
+    """``kind: word``: 1.0 when any of ``words`` occurs as a whole word or phrase."""
+    kind: Literal["word"]
+    words: Words
+    case_sensitive: bool = False
+
+
+class RegexSpec(_ScorerSpec):
+    """``kind: regex``: 1.0 when ``pattern`` matches (``flags``: letters of imsx)."""
+    kind: Literal["regex"]
+    pattern: Text = Field(description="give a Python regular expression, e.g. pattern: '\\bwedding\\b'")
+    flags: Annotated[str, BeforeValidator(_flags)] = ""
+
+
+class WordListSpec(_ScorerSpec):
+    """``kind: wordlist``: any / count / fraction of ``words`` present."""
+    kind: Literal["wordlist"]
+    words: Words
+    mode: Literal["any", "count", "fraction"] = "any"
+    case_sensitive: bool = False
+
+
+class SentimentSpec(_ScorerSpec):
+    """``kind: sentiment``: VADER's sentiment, as ``output`` (``threshold`` on the compound score, in [-1, 1])."""
+    kind: Literal["sentiment"]
+    output: Literal["positive", "compound", "probability"] = "positive"
+    threshold: Annotated[float, BeforeValidator(_threshold)] = 0.05
+
+
+class GenderSpec(_ScorerSpec):
+    """``kind: gender``: 1.0 when the text mentions ``gender`` (female or male)."""
+    kind: Literal["gender"]
+    gender: Literal["female", "male"]
+
+
+class ClassifierSpec(_ScorerSpec):
+    """``kind: classifier``: a local sequence classifier's probability of ``label`` (name or index);
+    ``batch_size`` texts per forward pass, ``max_length`` tokens, ``device`` cpu | cuda | cuda:N | auto."""
+    kind: Literal["classifier"]
+    path: Text = Field(description="give the local directory of a saved sequence classifier")
+    label: Annotated[Union[int, str], BeforeValidator(_label)] = Field(
+        description="give the label to score, by name or index")
+    batch_size: PositiveInt = 32
+    max_length: PositiveInt = 256
+    device: Text = Field("cpu", description="cpu, cuda, cuda:N or auto")
+    use_context: bool = False
+
+
+class CallableSpec(_ScorerSpec):
+    """``kind: callable``: ``path`` 'package.module:function' called with the texts (and contexts) and ``kwargs``."""
+    kind: Literal["callable"]
+    path: Text = Field(description="give 'package.module:function'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="give a mapping of argument names to values")
+
+
+ScorerSpec = Annotated[Union[WordSpec, RegexSpec, WordListSpec, SentimentSpec, GenderSpec, ClassifierSpec, CallableSpec],
+                       Discriminator("kind")]
+"""One scorer mapping, told apart by ``kind``."""
+_SCORER_SPEC = TypeAdapter(ScorerSpec)
+
+
+def _error(s: _ScorerSpec, key: str, msg: str) -> ValueError:
+    """The one-line error of ``key`` of a scorer mapping (``<where>.<key>: ...``)."""
+    return ValueError(f"{s._where}.{key}: {_one_line(msg)}")
+
+
+def _build_word(s: WordSpec, name: str) -> Scorer:
+    return WordScorer(name, s.words, s.case_sensitive)
+
+
+def _build_regex(s: RegexSpec, name: str) -> Scorer:
     try:
-        return RegexScorer(name, pattern, flags)
+        return RegexScorer(name, s.pattern, s.flags)
     except re.error as e:
-        raise s.error("pattern", f"invalid regular expression {pattern!r}: {e}; fix the pattern "
-                                 "(quote it in YAML)") from None
+        raise _error(s, "pattern", f"invalid regular expression {s.pattern!r}: {e}; fix the pattern "
+                                   "(quote it in YAML)") from None
 
 
-def _build_wordlist(s: _Spec, name: str) -> Scorer:
-    return WordListScorer(name, s.word_list("words"), s.choice("mode", ("any", "count", "fraction"), "any"),
-                          s.boolean("case_sensitive", False))
+def _build_wordlist(s: WordListSpec, name: str) -> Scorer:
+    return WordListScorer(name, s.words, s.mode, s.case_sensitive)
 
 
-def _build_sentiment(s: _Spec, name: str) -> Scorer:
-    output = s.choice("output", ("positive", "compound", "probability"), "positive")
-    threshold = s.number("threshold", 0.05, -1.0, 1.0)
+def _build_sentiment(s: SentimentSpec, name: str) -> Scorer:
     try:
-        return SentimentScorer(name, output, threshold)
+        return SentimentScorer(name, s.output, s.threshold)
     except ImportError as e:
-        raise s.error("kind", f"kind 'sentiment' needs the vaderSentiment package ({e}); "
-                              "pip install vaderSentiment") from None
+        raise _error(s, "kind", f"kind 'sentiment' needs the vaderSentiment package ({e}); "
+                                "pip install vaderSentiment") from None
 
 
-def _build_gender(s: _Spec, name: str) -> Scorer:
-    return GenderScorer(name, s.choice("gender", ("female", "male")))
+def _build_gender(s: GenderSpec, name: str) -> Scorer:
+    return GenderScorer(name, s.gender)
 
 
-def _resolve_device(s: _Spec, device: str) -> str:
+def _resolve_device(s: ClassifierSpec, device: str) -> str:
     import torch
 
     if device == "auto":
@@ -551,68 +594,60 @@ def _resolve_device(s: _Spec, device: str) -> str:
         return device
     if re.fullmatch(r"cuda(:\d+)?", device):
         if not torch.cuda.is_available():
-            raise s.error("device", f"'{device}' requested but CUDA is not available here; use device: cpu or auto")
+            raise _error(s, "device", f"'{device}' requested but CUDA is not available here; use device: cpu or auto")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise s.error("device", f"'{device}' requested but only {torch.cuda.device_count()} CUDA "
-                                    "device(s) are visible; use cuda:0 or auto")
+            raise _error(s, "device", f"'{device}' requested but only {torch.cuda.device_count()} CUDA "
+                                      "device(s) are visible; use cuda:0 or auto")
         return device
-    raise s.error("device", f"invalid device {device!r}; valid values: cpu, cuda, cuda:N, auto")
+    raise _error(s, "device", f"invalid device {device!r}; valid values: cpu, cuda, cuda:N, auto")
 
 
-def _build_classifier(s: _Spec, name: str) -> Scorer:
-    path = Path(s.string("path", hint="give the local directory of a saved sequence classifier")).expanduser()
-    if "label" not in s.spec or s.spec["label"] is None:
-        raise s.error("label", "missing; kind 'classifier' needs the label to score, by name or index")
-    label = s.spec["label"]
-    if isinstance(label, bool) or not isinstance(label, (int, str)):
-        raise s.error("label", f"expected a label name or index, got {label!r}")
-    batch_size = s.positive_int("batch_size", 32)
-    max_length = s.positive_int("max_length", 256)
-    device = _resolve_device(s, s.string("device", "cpu", hint="cpu, cuda, cuda:N or auto"))
-    use_context = s.boolean("use_context", False)
+def _build_classifier(s: ClassifierSpec, name: str) -> Scorer:
+    path, label = Path(s.path).expanduser(), s.label
+    device = _resolve_device(s, s.device)
 
     if not path.is_dir():
-        raise s.error("path", f"{str(path)!r} is not a directory; give the local directory of a saved "
-                              "sequence classifier (save_pretrained output); hub names are not downloaded")
+        raise _error(s, "path", f"{str(path)!r} is not a directory; give the local directory of a saved "
+                                "sequence classifier (save_pretrained output); hub names are not downloaded")
     if not (path / "config.json").is_file():
-        raise s.error("path", f"{str(path)!r} holds no model (no config.json); give the directory written "
-                              "by save_pretrained")
+        raise _error(s, "path", f"{str(path)!r} holds no model (no config.json); give the directory written "
+                                "by save_pretrained")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:
-        raise s.error("path", f"{str(path)!r} holds no loadable tokenizer ({type(e).__name__}: {e}); "
-                              "save the tokenizer next to the model") from None
+        raise _error(s, "path", f"{str(path)!r} holds no loadable tokenizer ({type(e).__name__}: {e}); "
+                                "save the tokenizer next to the model") from None
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
     except Exception as e:
-        raise s.error("path", f"{str(path)!r} holds no loadable sequence-classification model "
-                              f"({type(e).__name__}: {e})") from None
+        raise _error(s, "path", f"{str(path)!r} holds no loadable sequence-classification model "
+                                f"({type(e).__name__}: {e})") from None
     model.eval().to(device)
 
     num_labels = int(model.config.num_labels)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     if isinstance(label, int):
         if not 0 <= label < num_labels:
-            raise s.error("label", f"index {label} out of range for a model with {num_labels} labels; "
-                                   f"valid: 0..{num_labels - 1} ({_labels_text(id2label)})")
+            raise _error(s, "label", f"index {label} out of range for a model with {num_labels} labels; "
+                                     f"valid: 0..{num_labels - 1} ({_labels_text(id2label)})")
         label_index = label
     else:
         matches = [i for i, lab in id2label.items() if lab == label]
         if not matches:
-            raise s.error("label", f"unknown label {label!r}; valid labels: {_labels_text(id2label)}")
+            raise _error(s, "label", f"unknown label {label!r}; valid labels: {_labels_text(id2label)}")
         label_index = matches[0]
 
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding needs one
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if tokenizer.pad_token is None:
-            raise s.error("path", f"the tokenizer in {str(path)!r} has no pad, eos or unk token to pad "
-                                  "batches with; add a pad token")
+            raise _error(s, "path", f"the tokenizer in {str(path)!r} has no pad, eos or unk token to pad "
+                                    "batches with; add a pad token")
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return ClassifierScorer(name, model, tokenizer, label_index, batch_size, max_length, device, use_context)
+    return ClassifierScorer(name, model, tokenizer, label_index, s.batch_size, s.max_length, device, s.use_context)
 
 
 def _labels_text(id2label: Mapping[int, str]) -> str:
@@ -622,24 +657,24 @@ def _labels_text(id2label: Mapping[int, str]) -> str:
 _CALLABLE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-def _build_callable(s: _Spec, name: str) -> Scorer:
-    path = s.string("path", hint="give 'package.module:function'")
+def _build_callable(s: CallableSpec, name: str) -> Scorer:
+    path = s.path
     if not _CALLABLE_PATH.fullmatch(path):
-        raise s.error("path", f"invalid import path {path!r}; expected 'package.module:function'")
+        raise _error(s, "path", f"invalid import path {path!r}; expected 'package.module:function'")
     module_name, attr_path = path.split(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as e:
-        raise s.error("path", f"cannot import module {module_name!r} ({type(e).__name__}: {e}); "
-                              "check that it is installed or on PYTHONPATH") from None
+        raise _error(s, "path", f"cannot import module {module_name!r} ({type(e).__name__}: {e}); "
+                                "check that it is installed or on PYTHONPATH") from None
     for attr in attr_path.split("."):
         if not hasattr(obj, attr):
-            raise s.error("path", f"module {module_name!r} has no attribute {attr_path!r}; check the name "
-                                  "after ':'")
+            raise _error(s, "path", f"module {module_name!r} has no attribute {attr_path!r}; check the name "
+                                    "after ':'")
         obj = getattr(obj, attr)
     if not callable(obj):
-        raise s.error("path", f"{path!r} is a {type(obj).__name__}, not a function")
-    kwargs = s.mapping("kwargs")
+        raise _error(s, "path", f"{path!r} is a {type(obj).__name__}, not a function")
+    kwargs = s.kwargs
     mode = _call_mode(obj)
     try:
         sig = inspect.signature(obj)
@@ -654,28 +689,26 @@ def _build_callable(s: _Spec, name: str) -> Scorer:
             else:
                 sig.bind([], **kwargs)
         except TypeError as e:
-            raise s.error("kwargs", f"{path} cannot be called with texts and kwargs {sorted(kwargs)}: {e}; "
-                                    "fix kwargs or the function's signature") from None
+            raise _error(s, "kwargs", f"{path} cannot be called with texts and kwargs {sorted(kwargs)}: {e}; "
+                                      "fix kwargs or the function's signature") from None
     return CallableScorer(name, obj, kwargs, mode, path)
 
 
-SCORER_KINDS: dict[str, tuple[tuple[str, ...], Callable[[_Spec, str], Scorer]]] = {
-    "word": (("words", "case_sensitive"), _build_word),
-    "regex": (("pattern", "flags"), _build_regex),
-    "wordlist": (("words", "mode", "case_sensitive"), _build_wordlist),
-    "sentiment": (("output", "threshold"), _build_sentiment),
-    "gender": (("gender",), _build_gender),
-    "classifier": (("path", "label", "batch_size", "max_length", "device", "use_context"), _build_classifier),
-    "callable": (("path", "kwargs"), _build_callable),
+SCORER_KINDS: dict[str, tuple[type[_ScorerSpec], Callable[[Any, str], Scorer]]] = {
+    "word": (WordSpec, _build_word), "regex": (RegexSpec, _build_regex), "wordlist": (WordListSpec, _build_wordlist),
+    "sentiment": (SentimentSpec, _build_sentiment), "gender": (GenderSpec, _build_gender),
+    "classifier": (ClassifierSpec, _build_classifier), "callable": (CallableSpec, _build_callable),
 }
-"""kind → (its keys besides ``kind`` and ``name``, builder)."""
+"""kind → (its spec model, builder)."""
 
 
 def build_scorer(spec: Mapping[str, Any], where: str = "scorer") -> Scorer:
     """Build a scorer from its config mapping; ``spec["kind"]`` selects the class.
 
     ``where`` is the config path used in error messages (default ``scorer``,
-    e.g. ``target.constraints[0].scorer`` from the config loader).
+    e.g. ``target.constraints[0].scorer`` from the config loader).  Raises ValueError, one line
+    ``<where>.<key>: <problem>; <fix>``, for a mapping that does not fit its kind's spec model
+    (:data:`ScorerSpec`) or names something that cannot be loaded.
     """
     valid = ", ".join(SCORER_KINDS)
     if isinstance(spec, Scorer) and not isinstance(spec, Mapping):
@@ -683,12 +716,9 @@ def build_scorer(spec: Mapping[str, Any], where: str = "scorer") -> Scorer:
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where}: expected a mapping with a 'kind' key, got {type(spec).__name__}; "
                          f"valid kinds: {valid}")
-    kind = spec.get("kind")
-    if kind is None:
-        raise ValueError(f"{where}.kind: missing; valid kinds: {valid}")
-    if kind not in SCORER_KINDS:
-        raise ValueError(f"{where}.kind: unknown kind {kind!r}; valid kinds: {valid}")
-    allowed, builder = SCORER_KINDS[kind]
-    s = _Spec(spec, where, kind, allowed)
-    name = s.string("name", kind, hint="give a short name used in metrics")
-    return builder(s, name)
+    try:
+        s = _SCORER_SPEC.validate_python(dict(spec))
+    except ValidationError as e:
+        raise ValueError(one_line(e, ScorerSpec, where)) from None
+    s._where = where
+    return SCORER_KINDS[s.kind][1](s, s.name or s.kind)
