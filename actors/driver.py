@@ -15,7 +15,7 @@ from pathlib import Path
 import ray
 
 from fdpg_ray.config import Config
-from fdpg_ray.console import VERBOSE_ENV, verbose
+from fdpg_ray.console import NO_API_SERVER, VERBOSE_ENV, verbose
 from fdpg_ray.errors import ClusterError, is_user_error
 from fdpg_ray.train.sink import RunSink
 
@@ -45,12 +45,14 @@ def init_ray(cfg: Config) -> None:
         return
     for k, v in ENV_VARS.items():
         os.environ.setdefault(k, v)
-    env = {"env_vars": {k: os.environ[k] for k in ENV_VARS}}
+    env = {"env_vars": {k: os.environ[k] for k in ENV_VARS},
+           "worker_process_setup_hook": "fdpg_ray.console.ray_worker_setup"}
     # Actors and workers do not run in this directory: let them import what the user can
     # import here (callable scorers given as "module:function").
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")  # `ray job submit` sets RAY_ADDRESS
-    if address is None:
+    if address is None:  # a local Ray without a dashboard: no state-API server (fdpg_ray.console)
+        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = NO_API_SERVER
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
                  configure_logging=True, logging_level="WARNING" if verbose() else "ERROR")
     else:

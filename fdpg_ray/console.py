@@ -30,6 +30,32 @@ LOGS_SUBDIR = "logs"
 _console: TextIO | None = None
 
 
+# Ray Train's PlacementGroupCleaner asks Ray's state API every second whether the training
+# controller is alive.  The state API is served by Ray's dashboard, which a run's local Ray does
+# not start (include_dashboard=False: it needs ray[default]'s extra packages).  Left to guess,
+# the state API looks for a cluster on the machine: with one it finds no API server and the
+# cleaner warned "Failed to query Ray Train Controller actor state" once a second; with a second
+# Ray instance on the machine it raised "Found multiple active Ray instances" (a 30-line
+# traceback), and a dashboard of another instance could even answer for ours.  So a local run
+# names the API server as absent (NO_API_SERVER, actors.driver.init_ray) and the cleaner's
+# warnings stay in its log.  The cleaner's task (removing the placement group of a controller
+# that died while the job lives on) is out of reach without a dashboard either way; a job that
+# ends takes its placement groups with it.
+NO_API_SERVER = "http://127.0.0.1:1"  # nothing listens on port 1: every state-API call fails at once
+_QUIET_RAY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def ray_worker_setup() -> None:
+    """Ray's ``worker_process_setup_hook`` for every worker process of a run's Ray job
+    (:func:`actors.driver.init_ray`), Ray Train's own actors included: the loggers in
+    ``_QUIET_RAY_LOGGERS`` keep only their errors, unless ``--verbose``."""
+    import logging
+
+    if not verbose():
+        for name in _QUIET_RAY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def verbose() -> bool:
     """True when the libraries' output should stay on the console (``--verbose``)."""
     return os.environ.get(VERBOSE_ENV) == "1"
