@@ -458,18 +458,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     Raises ConfigError (one line naming the field and the fix) for a missing or unreadable
     file, an unknown key and any invalid value.
     """
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config: file '{path}' does not exist; pass the path of a YAML config (see configs/)")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config: '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-        data = loaded or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config: '{path}' must hold a mapping at the top level")
+    data = {} if path is None else read_mapping(path, "config", "pass the path of a YAML config (see configs/)")
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     for key, value in items:
         set_dotted(data, key, value)
@@ -478,6 +467,22 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     except ValidationError as e:
         raise ConfigError(one_line(e, Config)) from None
     return absolutize_paths(cfg)
+
+
+def read_mapping(path: str | os.PathLike, what: str, fix: str, keys: str = "", error: type = ConfigError) -> dict:
+    """The mapping a YAML file holds ({} for an empty file); ``error``, one line naming ``what``
+    (``config``, ``sweep``), for a missing file (then ``fix``), bad YAML or another value at the top
+    level (``keys``: the keys expected there, shown after the problem)."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what}: file '{path}' does not exist; {fix}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{what}: '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise error(f"{what}: '{path}' must hold a mapping at the top level{keys}")
+    return data
 
 
 def absolutize_paths(cfg: Config) -> Config:

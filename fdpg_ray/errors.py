@@ -68,19 +68,24 @@ def _unwrap(tp):
 
 
 def _tags(members) -> list:
-    """The ``kind`` values of a tagged union's members."""
-    return [t for m in members for t in m.model_fields["kind"].annotation.__args__]
+    """The ``kind`` values of a tagged union's members; a member without ``kind`` is keyed by its
+    one field's name (a sweep's ``{loguniform: [lo, hi]}``)."""
+    return [t for m in members for t in (m.model_fields["kind"].annotation.__args__ if "kind" in m.model_fields
+                                          else m.model_fields)]
 
 
 def _walk(model, loc):
     """Follow ``loc`` through ``model``: (dotted name, the model holding the last key, its FieldInfo).
-    List indices are written ``[i]``; the tags of discriminated unions are left out."""
+    List indices are written ``[i]``, a mapping's keys ``.key``; the tags of discriminated unions are left out."""
     import typing
 
     name, holder, info, tp = "", None, None, model
     for part in loc:
         tp = _unwrap(tp)
-        if isinstance(part, int):
+        if typing.get_origin(tp) is dict:  # a key of a typed mapping: its value's type follows
+            name += f".{part}" if name else str(part)
+            holder, info, tp = None, None, typing.get_args(tp)[1]
+        elif isinstance(part, int):
             name += f"[{part}]"
             tp = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
         elif isinstance(tp, list):  # a tagged union: `part` is the tag
@@ -122,7 +127,8 @@ def one_line(err, model, where: str = "") -> str:
     if kind == "extra_forbidden":
         tag = holder.model_fields.get("kind")
         tag = f" for kind '{tag.annotation.__args__[0]}'" if tag is not None and holder is not model else ""
-        return f"{name}: unknown key{tag}; valid keys: {', '.join(holder.model_fields)}"
+        what = f"{holder.model_config['title']} " if holder.model_config.get("title") else ""  # 'unknown sweep key'
+        return f"{name}: unknown {what}key{tag}; valid keys: {', '.join(holder.model_fields)}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         got = f"unknown kind {ctx['tag']!r}" if "tag" in ctx else "missing"
         return f"{name}.kind: {got}; valid kinds: {', '.join(_tags(_unwrap(tp)))}"

@@ -43,12 +43,16 @@ import itertools
 import math
 import os
 import re
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter,
+                      ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 
-from fdpg_ray.config import Config, ConfigError, load_config, set_dotted
+from fdpg_ray.config import (Config, ConfigError, Float, Int, PosInt, Str, _checked, _split_override, load_config,
+                             read_mapping, set_dotted)
+from fdpg_ray.errors import one_line
 from fdpg_ray.train.metrics import BY_NAME as METRIC_BY_NAME, tune_metric_kind, tune_metrics
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,39 +70,6 @@ TASK_KEY = "task"
 TRIALS_FILE = "trials.json"   # Tune's saved status of every trial, written when the Tuner ends
 
 
-SWEEP_KEYS = {
-    "name": "sweep name; the default sweep dir is sweeps/<name>",
-    "base": "run config the trials start from",
-    "tasks": "mapping task name -> run config, for a grid over `task`",
-    "set": "fixed overrides {dotted.key: value}",
-    "grid": "grid search {dotted.key: [values]}",
-    "random": "random search {dotted.key: {loguniform: [lo, hi]}}",
-    "per_value": "settings tied to a grid value {grid.key: {value: {dotted.key: value}}}",
-    "num_samples": "repeats of the grid (times random draws)",
-    "max_concurrent_trials": "trials running at once",
-    "scheduler": "null or {asha: {...}} / {median: {...}}",
-    "trial_resources": "resources of each trial's driver function",
-    "driver_on_head": "run every trial's driver function on the head node (default true)",
-    "metric": "metric Tune optimises / reports best of",
-    "mode": "min or max",
-    "max_failures": "Tune-level retries of a failed trial (its run resumes from its last checkpoint)",
-}
-
-
-SAMPLERS = {  # name -> (number of arguments, description)
-    "uniform": (2, "[low, high]"), "loguniform": (2, "[low, high]"), "quniform": (3, "[low, high, q]"),
-    "qloguniform": (3, "[low, high, q]"), "randint": (2, "[low, high)"), "lograndint": (2, "[low, high)"),
-    "randn": (2, "[mean, sd]"), "choice": (None, "[values...]"),
-}
-
-
-SCHEDULERS = ("asha", "median")
-
-# What every step reports to Tune (actors/learner.py -> fdpg_ray/train/controller.py), and what
-# only evaluation steps (every run.eval_every steps, and the last) add: the metrics the
-# registry (fdpg_ray/train/metrics.py) marks as sweep metrics; families as patterns.
-
-
 # What every step reports to Tune (actors/learner.py -> fdpg_ray/train/controller.py), and what
 # only evaluation steps (every run.eval_every steps, and the last) add: the metrics the
 # registry (fdpg_ray/train/metrics.py) marks as sweep metrics; families as patterns.
@@ -106,7 +77,6 @@ EVERY_STEP_METRICS = tuple(tune_metrics("step"))
 
 
 EVAL_METRICS = tuple(tune_metrics("eval"))
-# Sweep-level fields that `--set` may change too (`--set max_concurrent_trials=4`).
 
 
 # Sweep-level fields that `--set` may change too (`--set max_concurrent_trials=4`).
@@ -132,9 +102,12 @@ def _find_file(value: str, sweep_file: Path | None, field: str) -> Path:
     raise SweepError(f"{field}: file '{value}' does not exist; give the path of a run config (see configs/)")
 
 
-def _check_key(key: str, where: str) -> None:
-    """The same checks and message as --set, prefixed with the sweep field."""
+def _check_key(key, where: str, task: str | None = None) -> None:
+    """The same checks and message as --set, prefixed with the sweep field; ``task``: why the
+    key ``task`` may not be given here (None: it may)."""
     if key == TASK_KEY:
+        if task is not None:
+            raise SweepError(f"{where}.task: {task}")
         return
     if not isinstance(key, str) or not key:
         raise SweepError(f"{where}: keys must be dotted config keys such as learner.lr, got {key!r}")
@@ -144,229 +117,334 @@ def _check_key(key: str, where: str) -> None:
         raise SweepError(f"{where}.{e}") from None
 
 
-def _sampler(key: str, spec) -> Any:
-    from ray import tune
-
-    where = f"random.{key}"
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise SweepError(f"{where}: expected one sampler such as {{loguniform: [1e-5, 1e-3]}}; "
-                         f"valid samplers: {', '.join(SAMPLERS)}")
-    (kind, args), = spec.items()
-    if kind not in SAMPLERS:
-        raise SweepError(f"{where}: unknown sampler '{kind}'; valid samplers: {', '.join(SAMPLERS)}")
-    n, shape = SAMPLERS[kind]
-    if not isinstance(args, list) or not args or (n is not None and len(args) != n):
-        raise SweepError(f"{where}.{kind}: expected {shape}, got {args!r}")
-    if kind != "choice":
-        try:
-            args = [float(a) for a in args]
-        except (TypeError, ValueError):
-            raise SweepError(f"{where}.{kind}: expected numbers {shape}, got {args!r}") from None
-        if kind in ("randint", "lograndint"):
-            args = [int(a) for a in args]
-        if kind != "randn" and not args[0] < args[1]:
-            raise SweepError(f"{where}.{kind}: low must be < high, got {args!r}")
-        if kind.startswith("log") or kind == "qloguniform":
-            if args[0] <= 0:
-                raise SweepError(f"{where}.{kind}: a log-scale range needs low > 0, got {args!r}")
-    return getattr(tune, kind)(args) if kind == "choice" else getattr(tune, kind)(*args)
+NOT_BY = "task is chosen by `base` or by a grid over task, not by "
 
 
-def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None) -> dict:
-    """Read and validate a sweep file; returns the resolved spec (plain data).
-
-    ``overrides`` (``--set``) are added to the sweep's ``set``. Every problem is a
-    :class:`SweepError` whose message is one line naming the field."""
-    p = Path(path)
-    if not p.is_file():
-        raise SweepError(f"sweep: file '{path}' does not exist; pass the path of a sweep YAML (see configs/sweeps/)")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise SweepError(f"sweep: '{path}' is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise SweepError(f"sweep: '{path}' must hold a mapping at the top level (name, base, grid, ...)")
-    from fdpg_ray.config import _split_override as split  # the same parsing as --set
-
-    extra = list(overrides.items()) if isinstance(overrides, dict) else [split(o) for o in overrides or []]
-    for k, v in [kv for kv in extra if kv[0] in SWEEP_SET_KEYS]:
-        raw[k] = v
-    extra = [kv for kv in extra if kv[0] not in SWEEP_SET_KEYS]
-    for key in raw:
-        if key not in SWEEP_KEYS:
-            raise SweepError(f"{key}: unknown sweep key; valid keys: {', '.join(SWEEP_KEYS)}")
-
-    name = raw.get("name") or p.stem
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise SweepError(f"name: {name!r} is not a plain name; use letters, digits, '-', '_' or '.'")
-
-    fixed = raw.get("set") or {}
-    if not isinstance(fixed, dict):
-        raise SweepError(f"set: expected a mapping {{dotted.key: value}}, got {fixed!r}")
-    fixed = dict(fixed)
-    for k, v in extra:
-        fixed[k] = v
-    for k in fixed:
-        if k == TASK_KEY:
-            raise SweepError("set.task: task is chosen by `base` or by a grid over task, not by set")
-        _check_key(k, "set")
-
-    grid = raw.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise SweepError(f"grid: expected a mapping {{dotted.key: [values]}}, got {grid!r}")
-    for k, values in grid.items():
-        _check_key(k, "grid")
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"grid.{k}: expected a non-empty list of values, got {values!r}")
-        if k in fixed:
-            raise SweepError(f"grid.{k}: also fixed in set; remove it from one of them")
-    random = raw.get("random") or {}
-    if not isinstance(random, dict):
-        raise SweepError(f"random: expected a mapping {{dotted.key: {{sampler: [args]}}}}, got {random!r}")
-    for k, spec in random.items():
-        _check_key(k, "random")
-        if k == TASK_KEY:
-            raise SweepError("random.task: tasks are swept by grid, not sampled")
-        if k in grid or k in fixed:
-            raise SweepError(f"random.{k}: also in {'grid' if k in grid else 'set'}; keep it in one place")
-        _sampler(k, spec)
-    if not grid and not random:
-        raise SweepError("grid: empty search space; give grid and/or random keys, e.g. grid: {divergence: [kl, js]}")
-    per_value = _per_value(raw.get("per_value"), grid, random)
-
-    # tasks: the base config of each trial
-    tasks_map = raw.get("tasks")
-    if tasks_map is not None and (not isinstance(tasks_map, dict) or not tasks_map):
-        raise SweepError("tasks: expected a mapping {task name: run config path}")
-    if TASK_KEY in grid:
-        tasks = {}
-        for t in grid[TASK_KEY]:
-            if not isinstance(t, str):
-                raise SweepError(f"grid.task: task names must be strings, got {t!r}")
-            if tasks_map is not None:
-                if t not in tasks_map:
-                    raise SweepError(f"grid.task: '{t}' is not in tasks; known tasks: {', '.join(tasks_map)}")
-                tasks[t] = str(_find_file(str(tasks_map[t]), p, f"tasks.{t}"))
-            else:
-                tasks[t] = str(_find_file(t if t.endswith((".yaml", ".yml")) else f"configs/{t}.yaml", p, "grid.task"))
-        base = None
-    else:
-        if raw.get("base") is None:
-            raise SweepError("base: missing; give a run config (e.g. base: configs/toy.yaml) or a grid over task")
-        base = str(_find_file(str(raw["base"]), p, "base"))
-        tasks = None
-
-    def positive_int(key, default):
-        v = raw.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise SweepError(f"{key}: expected an integer >= 1, got {v!r}")
-        return v
-
-    num_samples = positive_int("num_samples", 1)
-    max_concurrent = positive_int("max_concurrent_trials", 1)
-    max_failures = raw.get("max_failures", 0)
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
-        raise SweepError(f"max_failures: expected an integer >= 0 (or -1: retry forever), got {max_failures!r}")
-    mode = raw.get("mode", "min")
-    if mode not in ("min", "max"):
-        raise SweepError(f"mode: expected min or max, got {mode!r}")
-    metric = raw.get("metric", "kl_p_pi")
-    if not isinstance(metric, str) or not metric:
-        raise SweepError(f"metric: expected a metric name such as kl_p_pi, got {metric!r}")
-    resources = raw.get("trial_resources", {"CPU": 0.1})
-    if not isinstance(resources, dict) or not resources or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in resources.values()):
-        raise SweepError(f"trial_resources: expected a mapping such as {{CPU: 0.1}}, got {resources!r}")
-    driver_on_head = raw.get("driver_on_head", True)
-    if not isinstance(driver_on_head, bool):
-        raise SweepError(f"driver_on_head: expected true or false, got {driver_on_head!r}")
-    scheduler = raw.get("scheduler")
-    if scheduler is not None:
-        if not isinstance(scheduler, dict) or len(scheduler) != 1 or next(iter(scheduler)) not in SCHEDULERS:
-            raise SweepError(f"scheduler: expected null or one of {{asha: {{...}}}}, {{median: {{...}}}}; got {scheduler!r}")
-        (kind, opts), = scheduler.items()
-        if opts is not None and not isinstance(opts, dict):
-            raise SweepError(f"scheduler.{kind}: expected a mapping of options, got {opts!r}")
-        if opts and "metric" in opts:
-            try:
-                _check_metric(str(opts["metric"]), scheduler_given=True)
-            except SweepError as e:
-                raise SweepError(f"scheduler.{kind}.{e}") from None
-    _check_metric(metric, scheduler_given=scheduler is not None and "metric" not in (next(iter(scheduler.values())) or {}))
-
-    spec = {
-        "name": name, "sweep_file": str(p.resolve()), "base": base, "tasks": tasks, "set": fixed,
-        "grid": grid, "random": random, "per_value": per_value, "num_samples": num_samples,
-        "max_concurrent_trials": max_concurrent,
-        "scheduler": scheduler, "trial_resources": dict(resources), "driver_on_head": driver_on_head,
-        "metric": metric, "mode": mode, "max_failures": max_failures,
-    }
-    _check_configs(spec)
-    if scheduler is not None and "asha" in scheduler:
-        max_t = (scheduler["asha"] or {}).get("max_t")
-        reports = spec["max_steps"] + 1  # steps 0..run.steps, one Tune iteration each
-        if max_t is not None and (not isinstance(max_t, int) or max_t <= reports):
-            raise SweepError(f"scheduler.asha.max_t: {max_t!r} would stop runs at or before their last step (a run "
-                             f"reports run.steps + 1 = {reports} iterations) before they save their model; leave it out "
-                             f"or use more than {reports}")
-    return spec
-
-
-def _per_value(raw, grid: dict, random: dict) -> dict:
-    """Validate ``per_value: {grid key: {grid value: {dotted.key: value}}}``."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SweepError(f"per_value: expected a mapping {{grid.key: {{value: {{dotted.key: value}}}}}}, got {raw!r}")
-    owner: dict = {}  # dotted key -> the grid key whose values set it
-    for gk, by_value in raw.items():
-        if gk not in grid:
-            raise SweepError(f"per_value.{gk}: not a grid key; settings can follow only a key swept by grid "
-                             f"(grid keys: {', '.join(grid) or 'none'})")
-        if not isinstance(by_value, dict) or not by_value:
-            raise SweepError(f"per_value.{gk}: expected a mapping {{value: {{dotted.key: value}}}}, got {by_value!r}")
-        for value, settings in by_value.items():
-            where = f"per_value.{gk}.{value}"
-            if value not in grid[gk]:
-                raise SweepError(f"{where}: {value!r} is not one of grid.{gk} ({', '.join(map(str, grid[gk]))})")
-            if not isinstance(settings, dict) or not settings:
-                raise SweepError(f"{where}: expected a mapping {{dotted.key: value}}, got {settings!r}")
-            for k in settings:
-                if k == TASK_KEY:
-                    raise SweepError(f"{where}.task: task is chosen by `base` or by a grid over task, not by per_value")
-                if k in grid or k in random:
-                    raise SweepError(f"{where}.{k}: {k} is swept (grid/random); a trial's own value would override it")
-                _check_key(k, where)
-                if owner.setdefault(k, gk) != gk:
-                    raise SweepError(f"{where}.{k}: also set by per_value.{owner[k]}; one trial could get two values")
-    return raw
-
-
-def is_eval_metric(metric: str) -> bool:
-    return tune_metric_kind(metric) == "eval"
-
-
-def _check_metric(metric: str, scheduler_given: bool) -> None:
+def _check_metric(metric: str, scheduler_given: bool) -> str:
     """Whether a sweep may optimise ``metric`` (the registry's sweep metrics,
     :func:`fdpg_ray.train.metrics.tune_metric_kind`), and with a scheduler (every-step metrics only).
 
     Raises:
-        SweepError: the metric is not one a run reports to Tune, or it is eval-only and a
-            scheduler would use it.
+        ValueError: the problem (and fix), for the validated field to name: the metric is not one a
+            run reports to Tune, or it is eval-only and a scheduler would use it.
     """
     kind = tune_metric_kind(metric)
     if kind == "step":
-        return
+        return metric
     if kind == "eval":
         if scheduler_given:
             every = [m for m in EVERY_STEP_METRICS if METRIC_BY_NAME[m].label in ("KL(p‖π)", "alignment", "KL(π‖a)")]
-            raise SweepError(f"metric: '{metric}' is measured only at evaluation steps (run.eval_every); a scheduler "
+            raise ValueError(f"'{metric}' is measured only at evaluation steps (run.eval_every); a scheduler "
                              f"needs a metric reported every step, such as {', '.join(every[:-1])} or {every[-1]}")
-        return
+        return metric
     shown = [m for m in EVERY_STEP_METRICS + EVAL_METRICS if METRIC_BY_NAME[m].label and m.isidentifier()]
-    raise SweepError(f"metric: '{metric}' is not a reported metric; use one of {', '.join(shown)}, "
+    raise ValueError(f"'{metric}' is not a reported metric; use one of {', '.join(shown)}, "
                      f"feature_<constraint name>, exact_<divergence> (toy task) or another sweep metric of "
                      f"docs/metrics.md")
+
+
+def is_eval_metric(metric: str) -> bool:
+    """True for a metric reported only at evaluation steps."""
+    return tune_metric_kind(metric) == "eval"
+
+
+# ----------------------------------------------------------------------------- the schema
+
+def _min_or_max(v):
+    if v not in ("min", "max"):
+        raise ValueError(f"expected min or max, got {v!r}")
+    return v
+
+
+def _given(what: str, tp: type):
+    """A validator that refuses anything but a non-empty ``tp`` (dict or list): 'expected <what>, got ...'."""
+    def check(v):
+        if not isinstance(v, tp) or not v:
+            raise ValueError(f"expected {what}, got {v!r}")
+        return v
+
+    return BeforeValidator(check)
+
+
+def _plain_name(v):
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+        raise ValueError(f"{v!r} is not a plain name; use letters, digits, '-', '_' or '.'")
+    return v
+
+
+Mode = Annotated[Literal["min", "max"], BeforeValidator(_min_or_max)]
+OrEmpty = BeforeValidator(lambda v: v or {})  # null (or left empty) is an empty mapping
+
+
+class _Keyed(BaseModel):
+    """A mapping of one key that names what it is: ``{loguniform: [1e-5, 1e-3]}``, ``{asha: {...}}``;
+    the members of a :func:`_keyed` union each have that one field."""
+    model_config = ConfigDict(extra="forbid")
+
+    @property
+    def name(self) -> str:
+        """The mapping's key (the sampler's or scheduler's name)."""
+        return next(iter(type(self).model_fields))
+
+    @property
+    def value(self):
+        """The mapping's value (the sampler's arguments, the scheduler's options)."""
+        return getattr(self, self.name)
+
+
+def _keyed(members, check):
+    """The union of ``members`` (:class:`_Keyed` models) told apart by a mapping's one key; ``check``
+    refuses anything else first (a mapping of several keys, an unknown name), in the project's words."""
+    return Annotated[Union[tuple(Annotated[m, Tag(next(iter(m.model_fields)))] for m in members)],
+                     Discriminator(lambda v: next(iter(v))), BeforeValidator(check)]
+
+
+class Sampler(_Keyed):
+    """One random-search sampler, ``{name: [args]}``: Ray Tune's sampler of that name (:data:`SAMPLERS`)."""
+
+    @model_validator(mode="after")
+    def _range(self):
+        args = list(self.value)
+        if self.name not in ("choice", "randn") and not args[0] < args[1]:
+            raise ValueError(f".{self.name}: low must be < high, got {args!r}")
+        if self.name.startswith(("log", "qlog")) and args[0] <= 0:
+            raise ValueError(f".{self.name}: a log-scale range needs low > 0, got {args!r}")
+        return self
+
+    def tune(self):
+        """The Ray Tune sampler (``tune.loguniform(lo, hi)``, ``tune.choice([...])``, ...)."""
+        from ray import tune
+
+        return getattr(tune, self.name)(*([list(self.value)] if self.name == "choice" else self.value))
+
+    def middle(self):
+        """A value the sampler can draw, to check the trials' configs before Ray starts: the first
+        choice, the mean, low of an integer range, the (geometric) middle of the others."""
+        a = self.value
+        if self.name in ("choice", "randn", "randint", "lograndint"):
+            return a[0]
+        return math.sqrt(a[0] * a[1]) if self.name.startswith(("log", "qlog")) else (a[0] + a[1]) / 2
+
+
+Range, QRange, IntRange = tuple[Float, Float], tuple[Float, Float, Float], tuple[Int, Int]
+SAMPLERS = {  # name -> (arguments, as written in messages)
+    "uniform": (Range, "[low, high]"), "loguniform": (Range, "[low, high]"), "quniform": (QRange, "[low, high, q]"),
+    "qloguniform": (QRange, "[low, high, q]"), "randint": (IntRange, "[low, high)"),
+    "lograndint": (IntRange, "[low, high)"), "randn": (Range, "[mean, sd]"), "choice": (list, "[values...]"),
+}
+
+
+def _one_sampler(v):
+    if not isinstance(v, dict) or len(v) != 1:
+        raise ValueError(f"expected one sampler such as {{loguniform: [1e-5, 1e-3]}}; valid samplers: {', '.join(SAMPLERS)}")
+    (name, args), = v.items()
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}'; valid samplers: {', '.join(SAMPLERS)}")
+    tp, shape = SAMPLERS[name]
+    if not isinstance(args, list) or not args or (tp is not list and len(args) != len(typing.get_args(tp))):
+        raise ValueError(f".{name}: expected {shape}, got {args!r}")
+    return v
+
+
+SamplerSpec = _keyed([create_model(name, __base__=Sampler, __doc__=f"``{name}: {shape}``",
+                                   **{name: (tp, Field(description=f"give {shape}"))})
+                      for name, (tp, shape) in SAMPLERS.items()], _one_sampler)
+"""A ``random`` entry's value, told apart by its sampler's name."""
+_SAMPLER = TypeAdapter(SamplerSpec)
+
+
+class _SchedulerOptions(BaseModel):
+    """The options every scheduler takes (strict: they go to Tune as written); left out: Tune's
+    default, and the sweep's metric and mode."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    time_attr: Optional[str] = None
+    metric: Optional[str] = None
+    mode: Optional[Mode] = None
+
+    @field_validator("metric")
+    @classmethod
+    def _every_step(cls, v):
+        return v if v is None else _check_metric(v, scheduler_given=True)
+
+
+class AshaOptions(_SchedulerOptions):
+    """``scheduler: {asha: {...}}``: Tune's ASHAScheduler (its unit: training_iteration = step + 1)."""
+    max_t: Optional[int] = Field(None, gt=0)
+    grace_period: Optional[int] = Field(None, gt=0)
+    reduction_factor: Optional[float] = Field(None, gt=1)
+    brackets: Optional[int] = Field(None, gt=0)
+    stop_last_trials: Optional[bool] = None
+
+
+class MedianOptions(_SchedulerOptions):
+    """``scheduler: {median: {...}}``: Tune's MedianStoppingRule."""
+    grace_period: Optional[float] = Field(None, ge=0)
+    min_samples_required: Optional[int] = Field(None, gt=0)
+    min_time_slice: Optional[int] = Field(None, ge=0)
+    hard_stop: Optional[bool] = None
+
+
+class Asha(_Keyed):
+    """``{asha: {options}}``."""
+    asha: Optional[AshaOptions] = Field(description="give a mapping of ASHAScheduler's options")
+
+
+class Median(_Keyed):
+    """``{median: {options}}``."""
+    median: Optional[MedianOptions] = Field(description="give a mapping of MedianStoppingRule's options")
+
+
+SCHEDULERS = (Asha, Median)
+
+
+def _one_scheduler(v):
+    if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in ("asha", "median"):
+        raise ValueError(f"expected null or one of {{asha: {{...}}}}, {{median: {{...}}}}; got {v!r}")
+    return v
+
+
+SchedulerSpec = _keyed(SCHEDULERS, _one_scheduler)
+"""``scheduler``'s value, told apart by the scheduler's name."""
+
+
+class SweepSpec(BaseModel):
+    """A sweep file (the module's docstring); the mappings, sampler and scheduler stay as written
+    (:func:`spec_hash` hashes them).  Each field's description is the fix named in its errors."""
+    model_config = ConfigDict(extra="forbid", title="sweep")  # title: 'unknown sweep key'
+    name: Annotated[str, BeforeValidator(_plain_name)] = Field(
+        description="the sweep's name; the default sweep dir is sweeps/<name>")
+    base: Optional[Str] = Field(None, description="give the run config the trials start from")
+    tasks: Optional[Annotated[dict[str, Str], _given("a mapping {task name: run config path}", dict)]] = None
+    set: Annotated[dict[Any, Any], OrEmpty] = Field(default_factory=dict,
+                                                    description="give fixed overrides {dotted.key: value}")
+    grid: Annotated[dict[Any, Annotated[list, _given("a non-empty list of values", list)]], OrEmpty] = Field(
+        default_factory=dict, description="give a grid search {dotted.key: [values]}")
+    random: Annotated[dict[Any, Annotated[Any, _checked(SamplerSpec)]], OrEmpty] = Field(
+        default_factory=dict, description="give a random search {dotted.key: {loguniform: [lo, hi]}}")
+    per_value: Annotated[dict[Any, Annotated[dict[Any, Annotated[dict[Any, Any], _given(
+        "a mapping {dotted.key: value}", dict)]], _given("a mapping {value: {dotted.key: value}}", dict)]], OrEmpty] = Field(
+        default_factory=dict, description="give settings tied to a grid value {grid.key: {value: {dotted.key: value}}}")
+    num_samples: PosInt = Field(1, description="give the repeats of the grid (times random draws)")
+    max_concurrent_trials: PosInt = Field(1, description="give how many trials run at once")
+    scheduler: Optional[Annotated[Any, _checked(SchedulerSpec)]] = Field(
+        None, description="give null or {asha: {...}} / {median: {...}}")
+    trial_resources: Annotated[dict[str, Annotated[Float, Field(ge=0)]], _given("a mapping such as {CPU: 0.1}", dict)] = (
+        Field(default_factory=lambda: {"CPU": 0.1}))  # of each trial's driver function
+    driver_on_head: bool = Field(True, description="true runs every trial's driver function on the head node")
+    metric: str = Field("kl_p_pi", min_length=1, description="give the metric Tune optimises, such as kl_p_pi")
+    mode: Mode = "min"
+    max_failures: Int = Field(0, ge=-1, description="give the Tune-level retries of a failed trial (its run "
+                                                    "resumes from its last checkpoint; -1: retry forever)")
+
+    @field_validator("set", "grid", "random")
+    @classmethod
+    def _dotted_keys(cls, v: dict, info: ValidationInfo) -> dict:
+        why = {"set": NOT_BY + "set", "random": "tasks are swept by grid, not sampled"}.get(info.field_name)
+        for k in v:
+            _check_key(k, info.field_name, why)
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _reported(cls, metric: str, info: ValidationInfo) -> str:
+        scheduler = info.data.get("scheduler")
+        return _check_metric(metric, scheduler_given=scheduler is not None
+                             and "metric" not in (next(iter(scheduler.values())) or {}))
+
+    @model_validator(mode="after")
+    def _each_key_once(self):
+        for k in self.grid:
+            if k in self.set:
+                raise SweepError(f"grid.{k}: also fixed in set; remove it from one of them")
+        for k in self.random:
+            if k in self.grid or k in self.set:
+                raise SweepError(f"random.{k}: also in {'grid' if k in self.grid else 'set'}; keep it in one place")
+        if not self.grid and not self.random:
+            raise SweepError("grid: empty search space; give grid and/or random keys, e.g. grid: {divergence: [kl, js]}")
+        _per_value(self.per_value, self.grid, self.random)
+        return self
+
+
+def _per_value(per_value: dict, grid: dict, random: dict) -> None:
+    """The keys of ``per_value: {grid key: {grid value: {dotted.key: value}}}``: grid keys and values,
+    config keys not swept, each set by one grid key only."""
+    owner: dict = {}  # dotted key -> the grid key whose values set it
+    for gk, by_value in per_value.items():
+        if gk not in grid:
+            raise SweepError(f"per_value.{gk}: not a grid key; settings can follow only a key swept by grid "
+                             f"(grid keys: {', '.join(grid) or 'none'})")
+        for value, settings in by_value.items():
+            where = f"per_value.{gk}.{value}"
+            if value not in grid[gk]:
+                raise SweepError(f"{where}: {value!r} is not one of grid.{gk} ({', '.join(map(str, grid[gk]))})")
+            for k in settings:
+                if k in grid or k in random:
+                    raise SweepError(f"{where}.{k}: {k} is swept (grid/random); a trial's own value would override it")
+                _check_key(k, where, NOT_BY + "per_value")
+                if owner.setdefault(k, gk) != gk:
+                    raise SweepError(f"{where}.{k}: also set by per_value.{owner[k]}; one trial could get two values")
+
+
+def sampler(key: str, raw) -> Sampler:
+    """The sampler model of ``random.<key>`` as written (``{loguniform: [1e-5, 1e-3]}``); SweepError otherwise."""
+    try:
+        return _SAMPLER.validate_python(raw)
+    except ValidationError as e:
+        raise SweepError(one_line(e, SamplerSpec, f"random.{key}")) from None
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None) -> dict:
+    """Read and validate a sweep file (:class:`SweepSpec`); returns the resolved spec (plain data:
+    its fields, ``base`` or ``tasks`` as absolute paths, ``sweep_file`` and ``max_steps``).
+
+    ``overrides`` (``--set``) are added to the sweep's ``set``, or replace a sweep-level field
+    (:data:`SWEEP_SET_KEYS`). Every problem is a :class:`SweepError` whose message is one line
+    naming the field."""
+    p = Path(path)
+    raw = read_mapping(p, "sweep", "pass the path of a sweep YAML (see configs/sweeps/)", " (name, base, grid, ...)",
+                       SweepError)
+
+    extra = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
+    raw.update(kv for kv in extra if kv[0] in SWEEP_SET_KEYS)
+    fixed = [kv for kv in extra if kv[0] not in SWEEP_SET_KEYS]
+    if fixed and isinstance(raw.get("set") or {}, dict):
+        raw["set"] = {**(raw.get("set") or {}), **dict(fixed)}
+    raw["name"] = raw.get("name") or p.stem
+    try:
+        sweep = SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SweepError(one_line(e, SweepSpec)) from None
+    base, tasks = _bases(sweep, p)
+    spec = {"name": sweep.name, "sweep_file": str(p.resolve()), **dict(sweep), "base": base, "tasks": tasks}
+    _check_configs(spec)
+    max_t = ((spec["scheduler"] or {}).get("asha") or {}).get("max_t")
+    reports = spec["max_steps"] + 1  # steps 0..run.steps, one Tune iteration each
+    if max_t is not None and max_t <= reports:
+        raise SweepError(f"scheduler.asha.max_t: {max_t!r} would stop runs at or before their last step (a run "
+                         f"reports run.steps + 1 = {reports} iterations) before they save their model; leave it out "
+                         f"or use more than {reports}")
+    return spec
+
+
+def _bases(sweep: SweepSpec, sweep_file: Path) -> tuple[str | None, dict | None]:
+    """The run config the trials start from: (base, None), or for a grid over ``task``
+    (None, {task: its run config}) from ``tasks`` or configs/<task>.yaml."""
+    if TASK_KEY not in sweep.grid:
+        if sweep.base is None:
+            raise SweepError("base: missing; give a run config (e.g. base: configs/toy.yaml) or a grid over task")
+        return str(_find_file(sweep.base, sweep_file, "base")), None
+    tasks = {}
+    for t in sweep.grid[TASK_KEY]:
+        if not isinstance(t, str):
+            raise SweepError(f"grid.task: task names must be strings, got {t!r}")
+        if sweep.tasks is not None:
+            if t not in sweep.tasks:
+                raise SweepError(f"grid.task: '{t}' is not in tasks; known tasks: {', '.join(sweep.tasks)}")
+            tasks[t] = str(_find_file(sweep.tasks[t], sweep_file, f"tasks.{t}"))
+        else:
+            tasks[t] = str(_find_file(t if t.endswith((".yaml", ".yml")) else f"configs/{t}.yaml", sweep_file,
+                                      "grid.task"))
+    return None, tasks
 
 
 def swept_keys(spec: dict) -> list[str]:
@@ -398,14 +476,7 @@ def _check_configs(spec: dict) -> None:
     """Build the config of every grid point now (cheap), so that a bad value fails before
     Ray starts; random keys are checked at the middle of their range."""
     grid = spec["grid"]
-    mid = {}
-    for k, s in spec["random"].items():
-        (kind, args), = s.items()
-        mid[k] = args[0] if kind == "choice" else (
-            math.sqrt(float(args[0]) * float(args[1])) if kind.startswith(("log", "qlog")) else
-            (float(args[0]) if kind == "randn" else (float(args[0]) + float(args[1])) / 2))
-        if kind in ("randint", "lograndint"):
-            mid[k] = int(args[0])
+    mid = {k: sampler(k, s).middle() for k, s in spec["random"].items()}
     keys = list(grid)
     combos = list(itertools.product(*[grid[k] for k in keys])) if keys else [()]
     if len(combos) > 2000:  # huge grids: every value on its own
@@ -428,7 +499,7 @@ def param_space(spec: dict) -> dict:
     from ray import tune
 
     space: dict = {k: tune.grid_search(list(v)) for k, v in spec["grid"].items()}
-    space.update({k: _sampler(k, s) for k, s in spec["random"].items()})
+    space.update({k: sampler(k, s).tune() for k, s in spec["random"].items()})
     return space
 
 
