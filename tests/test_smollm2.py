@@ -99,7 +99,7 @@ def test_vllm_serves_smollm2(smol_dir, hf_smol):
         t0 = time.perf_counter()
         out = s.sample([prompt], n=4, max_new_tokens=12)
         dt = time.perf_counter() - t0
-        print(f"[smollm2] {sum(len(o['token_ids']) for o in out) / dt:.0f} tokens/s (4 x 12, first call)")
+        print(f"[smollm2] {sum(len(o.token_ids) for o in out) / dt:.0f} tokens/s (4 x 12, first call)")
         assert len(out) == 4
         assert all(o.token_ids and math.isfinite(o.log_q) for o in out)
         assert any(o.text.strip() for o in out)

@@ -154,7 +154,7 @@ def test_samples_are_independent_and_grouped(sampler):
     t0 = time.perf_counter()
     out = sampler.sample(prompts, n=16, max_new_tokens=12)
     dt = time.perf_counter() - t0
-    print(f"\n[vllm] {sum(len(s['token_ids']) for s in out) / dt:.0f} generated tokens/s (32 samples)")
+    print(f"\n[vllm] {sum(len(s.token_ids) for s in out) / dt:.0f} generated tokens/s (32 samples)")
     assert [s.prompt_index for s in out] == [0] * 16 + [1] * 16
     for s in out:
         assert 1 <= len(s.token_ids) <= 12
