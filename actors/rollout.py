@@ -22,11 +22,13 @@ import concurrent.futures
 import os
 import time
 import uuid
+from dataclasses import replace
 
 import ray
 
 from fdpg_ray.config import Config
 from fdpg_ray.rollout.proposals import rollout_model_path
+from fdpg_ray.rollout.samples import Sample
 from fdpg_ray.console import send_output_to_log
 from fdpg_ray.seeding import ENGINE, derive_seed
 
@@ -69,7 +71,8 @@ class RolloutActor:
     def sample(self, prompt_ids, n, seed):
         """``n`` samples per prompt at ``rollout.temperature``, up to ``model.max_new_tokens`` tokens each.
 
-        Returns {"samples": the sampler's dicts (prompt_index, token_ids, text, log_q in nats, ...),
+        Returns {"samples": the sampler's :class:`~fdpg_ray.rollout.samples.Sample` list (prompt_index
+        local to this call, token_ids, text, log_q in nats, finish_reason),
         "version": weight loads so far}.
         """
         c = self.cfg
@@ -180,16 +183,14 @@ class RolloutGroup:
                 for k, idx, nk in jobs]
         return refs
 
-    def collect(self, refs) -> list[dict]:
+    def collect(self, refs) -> list[Sample]:
         """Wait for :meth:`submit`'s samples; returns them ordered by prompt index (global indices)."""
         results = ray.get([r for _, r in refs])
         out = []
         for (idx, _), res in zip(refs, results):
             for s in res["samples"]:
-                s = dict(s)
-                s["prompt_index"] = idx[s["prompt_index"]]
-                out.append(s)
-        out.sort(key=lambda s: s["prompt_index"])  # stable: keeps each actor's order
+                out.append(replace(s, prompt_index=idx[s.prompt_index]))
+        out.sort(key=lambda s: s.prompt_index)  # stable: keeps each actor's order
         return out
 
     def push_weights(self, named_tensors) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import ray
-import torch
+
+from fdpg_ray.target.scoring import Scores
 
 
 @ray.remote
@@ -32,14 +32,14 @@ class ScorerActor:
         """The scorers' names, once the base model and scorers are loaded (callers ``ray.get`` it to wait)."""
         return list(self.scorer.scorers)
 
-    def score(self, batch: dict) -> dict:
-        """{log_a (n,) nats, features {name: (n,)}, log_P (n,) nats} for a rollout batch.
+    def score(self, batch) -> Scores:
+        """log_a [N] nats, features {name: [N]}, log_P [N] nats of a rollout batch (a ScoredBatch).
 
         See :meth:`~fdpg_ray.target.scoring.TargetScorer.score`.
         """
         return self.scorer.score(batch)
 
-    def fit(self, batch: dict) -> dict:
+    def fit(self, batch) -> dict:
         """Fit the distributional lambdas on ``batch`` (:meth:`~fdpg_ray.target.scoring.TargetScorer.fit`): {"lambdas", "moments"}."""
         return self.scorer.fit(batch)
 
@@ -48,37 +48,26 @@ class ScorerActor:
         self.scorer.set_lambdas(lambdas)
 
 
-_ROW_KEYS = ("prompt_ids", "completion_ids", "texts", "contexts", "log_q")
-
-
 class ScorerGroup:
     """The controller's scorer, backed by one or more ScorerActor replicas."""
 
     def __init__(self, actors: list):
         self.actors = actors
 
-    def score(self, batch: dict) -> dict:
-        """Score a batch split into contiguous row ranges, one per actor; concatenated back in row order.
+    def score(self, batch) -> Scores:
+        """Score a :class:`~fdpg_ray.train.batch.ScoredBatch` split into contiguous row ranges, one
+        per actor (:meth:`~fdpg_ray.train.batch.ScoredBatch.shard`); concatenated back in row order.
 
-        Returns {log_a (n,) float64 nats, log_P (n,) float64 nats, features {name: (n,) array}}.
+        Returns log_a [N] float64 nats, log_P [N] float64 nats, features {name: [N] array}.
         """
-        n, A = len(batch["texts"]), len(self.actors)
-        bounds = [round(k * n / A) for k in range(A + 1)]
-        parts = []
-        for k in range(A):
-            lo, hi = bounds[k], bounds[k + 1]
-            if hi > lo:
-                parts.append(self.actors[k].score.remote({key: batch[key][lo:hi] for key in _ROW_KEYS}))
-        results = ray.get(parts)
-        return {
-            "log_a": torch.cat([r["log_a"] for r in results]),
-            "log_P": torch.cat([r["log_P"] for r in results]),
-            "features": {name: np.concatenate([r["features"][name] for r in results]) for name in results[0]["features"]},
-        }
+        A = len(self.actors)
+        shards = [batch.shard(k, A) for k in range(A)]
+        results = ray.get([actor.score.remote(part) for actor, part in zip(self.actors, shards) if len(part)])
+        return Scores.concat(results)
 
-    def fit(self, batch: dict) -> dict:
+    def fit(self, batch) -> dict:
         """Fit the lambdas on the first actor, then set them on every actor; returns {"lambdas", "moments"}."""
-        fit = ray.get(self.actors[0].fit.remote({key: batch[key] for key in _ROW_KEYS}))
+        fit = ray.get(self.actors[0].fit.remote(batch))
         self.set_lambdas(fit["lambdas"])
         return fit
 

@@ -45,12 +45,12 @@ def measure(cfg_path: str, divergences: list[str], batches: int, overrides: list
     for b in range(batches):
         # independent batches: seeds of steps the run never takes
         batch = ctl._collect(ctl._submit(cfg.learner.batch_size, seed=derive_seed(cfg.run.seed, STEP, 10_000 + b)))
-        batch.update(ctl.scorer.score(batch))
-        contexts = batch["contexts"] if ctl.prompts.conditional else None
-        n = len(batch["texts"])
+        batch.set_scores(ctl.scorer.score(batch))
+        contexts = batch.contexts if ctl.prompts.conditional else None
+        n = len(batch)
         log_Z = ctl.log_partition.log_z_for(contexts, n)
         for div in divs:
-            r_q = fdpg_loss(batch["log_q"], batch["log_P"], log_Z, div, clip_log_t=cfg.loss.clip_log_t).pseudo_reward
+            r_q = fdpg_loss(batch.log_q, batch.log_P, log_Z, div, clip_log_t=cfg.loss.clip_log_t).pseudo_reward
             rewards[div.name].append(r_q)
             B_loo = LeaveOneOutBaseline().value_for(contexts, n, rewards=r_q, include=torch.isfinite(log_Z))
             for key, B in (("moving", torch.zeros(n, dtype=torch.float64)), ("leave_one_out", B_loo)):
@@ -58,7 +58,7 @@ def measure(cfg_path: str, divergences: list[str], batches: int, overrides: list
                 for s in range(0, n, cfg.learner.micro_batch_size):
                     e = min(s + cfg.learner.micro_batch_size, n)
                     lp = ctl.log_pi(batch, slice(s, e), grad=True)
-                    out = fdpg_loss(lp, batch["log_P"][s:e], log_Z[s:e], div, log_q=batch["log_q"][s:e],
+                    out = fdpg_loss(lp, batch.log_P[s:e], log_Z[s:e], div, log_q=batch.log_q[s:e],
                                     baseline=B[s:e], clip_log_t=cfg.loss.clip_log_t,
                                     max_importance_weight=cfg.loss.max_importance_weight, normalizer=n)
                     out.loss.backward()

@@ -72,14 +72,14 @@ def main() -> None:
 
     def run_actor(seed):
         samples = group.collect(group.submit([prompt], args.n, seed))
-        return sum(len(s["token_ids"]) for s in samples)
+        return sum(len(s.token_ids) for s in samples)
 
     hf = None if args.skip_hf else HFSampler(args.model, seed=0)
     torch.set_num_threads(1)
 
     def run_hf(seed):
         samples = hf.sample([prompt], args.n, args.max_new_tokens, seed=seed)
-        return sum(len(s["token_ids"]) for s in samples)
+        return sum(len(s.token_ids) for s in samples)
 
     backends = {"vllm_direct": run_direct, "vllm_actor": run_actor}
     if hf is not None:

@@ -294,9 +294,9 @@ def cmd_sample(args) -> int:
         seed = args.seed if group == 0 else derive_seed(args.seed, group)
         out = sampler.sample([bos_prompt_ids(tok, c) for c in chosen], count, max_new, seed=seed)
         for s in out:
-            rec = {"text": chosen[s["prompt_index"]] + s["text"], "log_q": round(s["log_q"], 4)}
+            rec = {"text": chosen[s.prompt_index] + s.text, "log_q": round(s.log_q, 4)}
             if P > 1:
-                rec["context"] = chosen[s["prompt_index"]]
+                rec["context"] = chosen[s.prompt_index]
             print(json.dumps(rec))
     return 0
 
@@ -418,12 +418,13 @@ def qrs(cfg, proposal: str, *, beta: float | None, n: int, target_acceptance: fl
             # as `fdpg-ray eval`: lambdas fitted on samples of the base model a (not of the proposal)
             from fdpg_ray.rollout.hf_sampler import HFSampler
 
-            from fdpg_ray.train.controller import make_batch
+            from fdpg_ray.train.batch import ScoredBatch
             from fdpg_ray.seeding import EVAL_BASE, derive_seed
 
             base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
             ids = [bos_prompt_ids(base.tokenizer, prompt_text)]
-            fit_batch = make_batch(base.sample(ids, cfg.target.fit_samples, cfg.model.max_new_tokens), [prompt_text], ids)
+            fit_batch = ScoredBatch.from_samples(base.sample(ids, cfg.target.fit_samples, cfg.model.max_new_tokens),
+                                                 [prompt_text], ids)
             lambdas = scorer.fit(fit_batch)["lambdas"]
             if local_scorer is not None and local_scorer is not scorer:
                 local_scorer.set_lambdas(lambdas)

@@ -181,7 +181,7 @@ def test_transformers_sampler_refuses_rather_than_running_past_the_context():
     with pytest.raises(ConfigError, match="17 positions, but the model has 16"):
         s.sample([[bos]], 2, 16)
     out = s.sample([[bos]], 2, 15)
-    assert [len(o["token_ids"]) for o in out] == [15, 15]
+    assert [len(o.token_ids) for o in out] == [15, 15]
 
 
 @pytest.mark.parametrize("argv,needles", [
@@ -450,7 +450,7 @@ def test_vllm_sampler_refuses_like_the_transformers_one():
         bos = s.tokenizer.bos_token_id
         with pytest.raises(ConfigError, match="17 positions, but the model has 16"):
             s.sample([[bos]], 2, 16)
-        assert [len(o["token_ids"]) for o in s.sample([[bos]], 2, 15)] == [15, 15]
+        assert [len(o.token_ids) for o in s.sample([[bos]], 2, 15)] == [15, 15]
     finally:
         s.shutdown()
 

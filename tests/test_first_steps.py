@@ -279,8 +279,8 @@ def test_run_time_guard_on_a_training_batch():
     ctl, _ = build_local(cfg)
     ctl.start()  # the toy target has P > 0 everywhere
     batch = ctl.next_batch()
-    batch["log_P"] = batch["log_P"].clone()
-    batch["log_P"][3] = -math.inf
+    batch.log_P = batch.log_P.clone()
+    batch.log_P[3] = -math.inf
     with pytest.raises(TargetError, match=r"^divergence: chi2 .*1 of 32 samples have P\(x\) = 0"):
         ctl.train_step(batch)
 
@@ -302,15 +302,15 @@ def test_conditional_base_batch_covers_every_prompt():
     prompts = ctl.prompts.texts
     assert len(prompts) == 16 and ctl.prompts.per_step == 8
     base = ctl.base_batch
-    counts = {c: base["contexts"].count(c) for c in prompts}
+    counts = {c: base.contexts.count(c) for c in prompts}
     per = max(math.ceil(48 / 16), MIN_BASE_SAMPLES_PER_CONTEXT)
     assert all(n == per for n in counts.values()), counts
     for key in ("prompt_ids", "completion_ids", "texts", "contexts", "log_q", "log_P", "log_a"):
-        assert len(base[key]) == 16 * per, key
+        assert len(getattr(base, key)) == 16 * per, key
     assert set(ctl.log_partition.count) == set(prompts)  # an initial Z_hat_c for every context
     assert ctl.prompts.cursor == 0
     batch = ctl.next_batch()
-    assert batch["contexts"][0] == prompts[0]
+    assert batch.contexts[0] == prompts[0]
     kl = ctl.kl_p_pi_on_base_samples()
     # at step 0 pi = a: KL(p || a) = log Z - E_p[log(P/a)] > 0, estimated with a finite SE
     assert kl["kl_p_pi_base"] > 0 and 0 < kl["kl_p_pi_base_se"] < kl["kl_p_pi_base"], kl

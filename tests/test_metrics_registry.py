@@ -102,3 +102,58 @@ def test_run_report_and_summary_read_the_registry(toy_run):
     assert before_after_text(toy_run).splitlines()[1].split()[0] == "alignment"
     paths = plot_run(toy_run)
     assert len(paths) == 1 and Path(paths[0]).is_file()
+
+
+def _controller_metric_keys() -> list[tuple[int, str]]:
+    """(line, name) of every metric name the controller spells out: the string keys of dict literals,
+    ``m["name"] = ...`` targets and ``estimate_columns("name")`` arguments in the functions that
+    build a metrics row.  f-string keys are taken with each substitution written as ``1``."""
+    import ast
+
+    tree = ast.parse((ROOT / "fdpg_ray" / "train" / "controller.py").read_text())
+    writers = {"next_batch", "train_step", "metrics", "evaluation", "kl_p_pi_on_base_samples",
+               "maybe_update_proposal", "run", "process_stats"}
+    out = []
+
+    def name_of(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(v.value if isinstance(v, ast.Constant) else "1" for v in node.values)
+        return None
+
+    for fn in ast.walk(tree):
+        if not (isinstance(fn, ast.FunctionDef) and fn.name in writers):
+            continue
+        # the progress bar's display fields are not metrics.csv columns
+        shown = {id(a) for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                 and getattr(c.func.value, "id", None) == "bar" for a in c.args}
+        for node in ast.walk(fn):
+            keys = []
+            if isinstance(node, ast.Dict) and id(node) not in shown:
+                keys = [k for k in node.keys if k is not None]
+            elif isinstance(node, ast.DictComp):
+                keys = [node.key]
+            elif isinstance(node, ast.Assign):
+                targets = [e for t in node.targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+                keys = [t.slice for t in targets if isinstance(t, ast.Subscript)]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "estimate_columns":
+                keys = node.args[:1]
+            out.extend((k.lineno, name_of(k)) for k in keys if name_of(k) is not None)
+    return out
+
+
+def test_every_metric_name_the_controller_spells_is_registered():
+    keys = _controller_metric_keys()
+    # the row's fixed names are all seen (a guard against this scan finding nothing)
+    assert {"step", "loss", "alignment", "rollout_wait_seconds", "score_seconds", "self_bleu", "kl_p_q",
+            "distinct_1", "feature_1", "sync_seconds", "rss_mib"} <= {k for _, k in keys}
+    unknown = [f"controller.py:{line}: {k}" for line, k in keys if not M.known(k)]
+    assert not unknown, f"metric names the registry (fdpg_ray/train/metrics.py) does not know: {unknown}"
+
+
+def test_estimate_columns_come_from_the_registry():
+    assert M.estimate_columns("kl_p_pi_base") == ("kl_p_pi_base", "kl_p_pi_base_se", "kl_p_pi_base_ess")
+    for bad in ("loss", "no_such_metric"):  # no standard error / not registered
+        with pytest.raises(KeyError):
+            M.estimate_columns(bad)

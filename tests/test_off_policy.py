@@ -81,7 +81,7 @@ def base_samples(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("proposal-data")
     # Written with every token spelled out ("<s>" included: the toy model can generate it),
     # so that tokenizing a text gives back exactly the sampled completion.
-    rows = [{"text": " ".join(TOKENS[i] for i in s["token_ids"]), "log_q": s["log_q"]} for s in samples]
+    rows = [{"text": " ".join(TOKENS[i] for i in s.token_ids), "log_q": s.log_q} for s in samples]
     (out / "with_log_q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "without_log_q.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
     return out
@@ -108,13 +108,13 @@ def test_fixed_proposal_is_served_by_the_rollout_engine(tmp_path):
     tokenizer.save_pretrained(tmp_path / "q")
     controller, rows = train(12, **{"rollout.proposal": f"fixed:{tmp_path / 'q'}"})
     batch = controller.next_batch()
-    log_q_model = controller.scorer.log_base(batch["prompt_ids"], batch["completion_ids"])  # log a
-    assert (batch["log_q"] - log_q_model).abs().max() > 0.1  # q is not a ...
+    log_q_model = controller.scorer.log_base(batch.prompt_ids, batch.completion_ids)  # log a
+    assert (batch.log_q - log_q_model).abs().max() > 0.1  # q is not a ...
     from fdpg_ray.objective.loss import collate, sequence_log_probs
 
     with torch.no_grad():
-        want = sequence_log_probs(model, *collate(batch["prompt_ids"], batch["completion_ids"], 0)).double()
-    assert torch.allclose(batch["log_q"], want, atol=2e-3)  # ... it is the fixed model
+        want = sequence_log_probs(model, *collate(batch.prompt_ids, batch.completion_ids, 0)).double()
+    assert torch.allclose(batch.log_q, want, atol=2e-3)  # ... it is the fixed model
     assert rows[-1]["exact_kl"] < rows[0]["exact_kl"]
 
 

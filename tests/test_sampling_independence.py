@@ -121,11 +121,11 @@ def test_samples_follow_the_exact_distribution(local, exact):
     samples = draw(controller, [[BOS_ID]], n, controller._seed(0))
     counts = torch.zeros(len(index), dtype=torch.float64)
     for s in samples:
-        counts[index[tuple(s["token_ids"])]] += 1
+        counts[index[tuple(s.token_ids)]] += 1
     expected = n * log_pi.exp()
     # log q is the exact log-probability of each sample
-    got = torch.tensor([s["log_q"] for s in samples], dtype=torch.float64)
-    want = torch.stack([log_pi[index[tuple(s["token_ids"])]] for s in samples])
+    got = torch.tensor([s.log_q for s in samples], dtype=torch.float64)
+    want = torch.stack([log_pi[index[tuple(s.token_ids)]] for s in samples])
     assert torch.allclose(got, want, atol=2e-3), f"{backend}: log q differs from the exact log pi"
     # Chi-square goodness of fit, bins with expected count < 5 pooled into one.
     small = expected < 5
@@ -146,7 +146,7 @@ def test_consecutive_steps_and_prompts_share_no_more_sequences_than_independent_
     batches = []
     for k in range(6):
         out = draw(controller, [[BOS_ID], [BOS_ID]], 32, controller._seed(k))
-        batches.append([[tuple(s["token_ids"]) for s in out if s["prompt_index"] == i] for i in (0, 1)])
+        batches.append([[tuple(s.token_ids) for s in out if s.prompt_index == i] for i in (0, 1)])
     zs_steps = [collision_z(a[0] + a[1], b[0] + b[1], log_pi, index) for a, b in zip(batches, batches[1:])]
     zs_prompts = [collision_z(b[0], b[1], log_pi, index) for b in batches]
     print(f"\n[{backend}] z consecutive steps {[round(z, 1) for z in zs_steps]}, "
@@ -160,9 +160,9 @@ def test_consecutive_steps_and_prompts_share_no_more_sequences_than_independent_
 
 def test_same_seed_same_samples_other_seed_other_samples(local):
     backend, controller = local
-    a = [s["token_ids"] for s in draw(controller, [[BOS_ID]], 16, controller._seed(3))]
-    b = [s["token_ids"] for s in draw(controller, [[BOS_ID]], 16, controller._seed(3))]
-    c = [s["token_ids"] for s in draw(controller, [[BOS_ID]], 16, controller._seed(4))]
+    a = [s.token_ids for s in draw(controller, [[BOS_ID]], 16, controller._seed(3))]
+    b = [s.token_ids for s in draw(controller, [[BOS_ID]], 16, controller._seed(3))]
+    c = [s.token_ids for s in draw(controller, [[BOS_ID]], 16, controller._seed(4))]
     assert a == b, f"{backend}: the same seed gave different samples"
     assert a != c
 
@@ -188,9 +188,9 @@ def test_ray_rollout_actors_draw_independent_reproducible_streams(exact, flat_to
         for seed in step_seed:
             refs = group.submit([[BOS_ID]], 64, seed)
             results = ray.get([r for _, r in refs])
-            shares.append([[tuple(s["token_ids"]) for s in res["samples"]] for res in results])
+            shares.append([[tuple(s.token_ids) for s in res["samples"]] for res in results])
         again = ray.get([r for _, r in group.submit([[BOS_ID]], 64, step_seed[0])])
-        assert [[tuple(s["token_ids"]) for s in res["samples"]] for res in again] == shares[0]
+        assert [[tuple(s.token_ids) for s in res["samples"]] for res in again] == shares[0]
         z_actors = [collision_z(s[0], s[1], log_pi, index) for s in shares]
         z_steps = [collision_z(a[0] + a[1], b[0] + b[1], log_pi, index) for a, b in zip(shares, shares[1:])]
         print(f"\n[ray vllm] z actors {[round(z, 1) for z in z_actors]}, z steps {[round(z, 1) for z in z_steps]}")

@@ -99,12 +99,12 @@ def test_vllm_serves_smollm2(smol_dir, hf_smol):
         t0 = time.perf_counter()
         out = s.sample([prompt], n=4, max_new_tokens=12)
         dt = time.perf_counter() - t0
-        print(f"[smollm2] {sum(len(o['token_ids']) for o in out) / dt:.0f} tokens/s (4 x 12, first call)")
+        print(f"[smollm2] {sum(len(o.token_ids) for o in out) / dt:.0f} tokens/s (4 x 12, first call)")
         assert len(out) == 4
-        assert all(o["token_ids"] and math.isfinite(o["log_q"]) for o in out)
-        assert any(o["text"].strip() for o in out)
+        assert all(o.token_ids and math.isfinite(o.log_q) for o in out)
+        assert any(o.text.strip() for o in out)
         # vLLM's log q agrees with transformers on the converted weights
-        diffs = [abs(o["log_q"] - _hf_logprob(model, prompt, o["token_ids"])) for o in out[:2]]
+        diffs = [abs(o.log_q - _hf_logprob(model, prompt, o.token_ids)) for o in out[:2]]
         print(f"[smollm2] max |log_q(vLLM) - log pi(HF)| = {max(diffs):.2e}")
         assert max(diffs) < 1e-2
     finally:

@@ -154,17 +154,17 @@ def test_samples_are_independent_and_grouped(sampler):
     t0 = time.perf_counter()
     out = sampler.sample(prompts, n=16, max_new_tokens=12)
     dt = time.perf_counter() - t0
-    print(f"\n[vllm] {sum(len(s['token_ids']) for s in out) / dt:.0f} generated tokens/s (32 samples)")
-    assert [s["prompt_index"] for s in out] == [0] * 16 + [1] * 16
+    print(f"\n[vllm] {sum(len(s.token_ids) for s in out) / dt:.0f} generated tokens/s (32 samples)")
+    assert [s.prompt_index for s in out] == [0] * 16 + [1] * 16
     for s in out:
-        assert 1 <= len(s["token_ids"]) <= 12
-        assert math.isfinite(s["log_q"]) and s["log_q"] < 0
-        assert s["finish_reason"] in ("stop", "length")
-        if s["finish_reason"] == "stop":
-            assert s["token_ids"][-1] == EOS  # the final EOS is part of the sample
-        assert isinstance(s["text"], str)
+        assert 1 <= len(s.token_ids) <= 12
+        assert math.isfinite(s.log_q) and s.log_q < 0
+        assert s.finish_reason in ("stop", "length")
+        if s.finish_reason == "stop":
+            assert s.token_ids[-1] == EOS  # the final EOS is part of the sample
+        assert isinstance(s.text, str)
     for i in range(2):
-        seqs = {tuple(s["token_ids"]) for s in out if s["prompt_index"] == i}
+        seqs = {tuple(s.token_ids) for s in out if s.prompt_index == i}
         assert len(seqs) >= 12, f"prompt {i}: only {len(seqs)} distinct samples out of 16"
 
 
@@ -172,8 +172,8 @@ def test_seeded_sampling_is_reproducible_and_independent(sampler):
     prompts = [[EOS], [EOS]]  # identical prompts must still get independent samples
     a = sampler.sample(prompts, n=4, max_new_tokens=10, seed=123, ignore_eos=True)
     b = sampler.sample(prompts, n=4, max_new_tokens=10, seed=123, ignore_eos=True)
-    ids_a = [tuple(s["token_ids"]) for s in a]
-    assert ids_a == [tuple(s["token_ids"]) for s in b]
+    ids_a = [tuple(s.token_ids) for s in a]
+    assert ids_a == [tuple(s.token_ids) for s in b]
     assert len(set(ids_a)) == 8
     assert all(len(s) == 10 for s in ids_a)  # ignore_eos
 
@@ -181,14 +181,14 @@ def test_seeded_sampling_is_reproducible_and_independent(sampler):
 def test_log_q_equals_score_and_transformers(sampler, hf_model):
     prompts = [[EOS], [3, 4, 5, 6]]
     out = sampler.sample(prompts, n=6, max_new_tokens=16)
-    comps = [s["token_ids"] for s in out]
-    ps = [prompts[s["prompt_index"]] for s in out]
+    comps = [s.token_ids for s in out]
+    ps = [prompts[s.prompt_index] for s in out]
     scored = sampler.score(ps, comps)
     diffs_score, diffs_hf = [], []
     for s, p, c, sc in zip(out, ps, comps, scored):
         ref = hf_logprob(hf_model, p, c)
-        diffs_score.append(abs(s["log_q"] - sc))
-        diffs_hf.append(abs(s["log_q"] - ref))
+        diffs_score.append(abs(s.log_q - sc))
+        diffs_hf.append(abs(s.log_q - ref))
     print(f"\n[vllm] max |log_q - score| = {max(diffs_score):.2e}, max |log_q - HF| = {max(diffs_hf):.2e}")
     assert max(diffs_score) < TOL
     assert max(diffs_hf) < TOL
@@ -207,12 +207,12 @@ def test_temperature_and_min_tokens_are_in_log_q(sampler, hf_model):
     T, k = 0.7, 5
     out = sampler.sample([[EOS]], n=6, max_new_tokens=12, temperature=T, min_new_tokens=k)
     for s in out:
-        c = s["token_ids"]
+        c = s.token_ids
         assert len(c) >= k and EOS not in c[:k]
         ref = hf_logprob(hf_model, [EOS], c, temperature=T, eos_mask_steps=k)
-        assert abs(s["log_q"] - ref) < TOL
+        assert abs(s.log_q - ref) < TOL
         # ...and differs from the untempered, unmasked log-prob
-        assert abs(s["log_q"] - hf_logprob(hf_model, [EOS], c)) > 1e-2
+        assert abs(s.log_q - hf_logprob(hf_model, [EOS], c)) > 1e-2
 
 
 # --------------------------------------------------------------------------- #
@@ -243,7 +243,7 @@ def test_load_weights_in_place(sampler, hf_model, tiny_dir):
             assert abs(a - hf_logprob(new, p, c)) < TOL
         # sampling uses the new weights too (prefix cache reset: same prompt as before)
         for s in sampler.sample([[EOS]], n=4, max_new_tokens=10):
-            assert abs(s["log_q"] - hf_logprob(new, [EOS], s["token_ids"])) < TOL
+            assert abs(s.log_q - hf_logprob(new, [EOS], s.token_ids)) < TOL
         # the CPU WeightSync path does the same thing
         CPUWeightSync(sampler).push(original)
         restored = sampler.score(prompts, comps)

@@ -37,7 +37,7 @@ def _log_pi(model, prompt: list[int], samples: list[dict]) -> list[float]:
     from fdpg_ray.objective.loss import collate, sequence_log_probs
 
     pad = model.config.eos_token_id if model.config.eos_token_id is not None else 0
-    ids, attn, comp = collate([prompt] * len(samples), [s["token_ids"] for s in samples], pad, "cpu")
+    ids, attn, comp = collate([prompt] * len(samples), [s.token_ids for s in samples], pad, "cpu")
     with torch.no_grad():
         return sequence_log_probs(model, ids, attn, comp).tolist()
 
@@ -69,7 +69,7 @@ def _check_samples_follow(ray, actors, learner, base, prompt: list[int], seed: i
     moved = 0.0
     for k, a in enumerate(actors):
         out = ray.get(a.sample.remote([prompt], 8, seed + k))["samples"]
-        lq = [s["log_q"] for s in out]
+        lq = [s.log_q for s in out]
         lp = _log_pi(learner, prompt, out)
         for q, p in zip(lq, lp):
             assert q == pytest.approx(p, abs=TOL), (k, lq, lp)
@@ -166,7 +166,7 @@ def test_smollm2_one_group_push_log_q_equals_learner_log_pi(ray_local):
         group.push_weights(learner.state_dict())
         print(f"\n[smollm2] group push {group.last_push_stats}")
         out = ray.get(actors[0].sample.remote([prompt], 4, 11))["samples"]
-        lq, lp, lb = [s["log_q"] for s in out], _log_pi(learner, prompt, out), _log_pi(base, prompt, out)
+        lq, lp, lb = [s.log_q for s in out], _log_pi(learner, prompt, out), _log_pi(base, prompt, out)
         print(f"[smollm2] max |log q - log pi| = {max(abs(q - p) for q, p in zip(lq, lp)):.2e}, "
               f"vs the base model {max(abs(q - b) for q, b in zip(lq, lb)):.2e}")
         for q, p in zip(lq, lp):

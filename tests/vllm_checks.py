@@ -19,8 +19,8 @@ def assert_final_model_matches_vllm(final: str, base_spec: str = "bundled:gpt2-t
         prompt = bos_prompt_ids(tok)
         samples = sampler.sample([prompt], 4, 24)
         with torch.no_grad():
-            hf = sequence_log_probs(model, *collate([prompt] * 4, [s["token_ids"] for s in samples], tok.pad_token_id))
+            hf = sequence_log_probs(model, *collate([prompt] * 4, [s.token_ids for s in samples], tok.pad_token_id))
         for s, lp in zip(samples, hf.tolist()):
-            assert s["log_q"] == pytest.approx(lp, abs=2e-3)
+            assert s.log_q == pytest.approx(lp, abs=2e-3)
     finally:
         sampler.shutdown()

@@ -12,6 +12,7 @@ import torch
 
 from fdpg_ray.objective.loss import collate, sequence_log_probs
 from fdpg_ray.model.sources import load_model_and_tokenizer
+from fdpg_ray.rollout.samples import Sample
 
 
 class HFSampler:
@@ -35,10 +36,10 @@ class HFSampler:
 
     @torch.no_grad()
     def sample(self, prompt_token_ids: list[list[int]], n: int, max_new_tokens: int, temperature: float = 1.0,
-               min_new_tokens: int = 0, ignore_eos: bool = False, seed: int | None = None) -> list[dict]:
+               min_new_tokens: int = 0, ignore_eos: bool = False, seed: int | None = None) -> list[Sample]:
         """Draw ``n`` completions of up to ``max_new_tokens`` tokens for each prompt (pure sampling at ``temperature``).
 
-        Returns len(prompts) * n dicts, prompt by prompt: prompt_index, token_ids (EOS kept),
+        Returns len(prompts) * n :class:`~fdpg_ray.rollout.samples.Sample`, prompt by prompt: prompt_index, token_ids (EOS kept),
         text, log_q (sum of the sampled tokens' log-probs under the processed distribution, nats),
         finish_reason ("stop" | "length").  ``seed`` reseeds torch first.  Raises ConfigError when
         a prompt plus ``max_new_tokens`` exceeds the model's context (refused, never truncated).
@@ -51,7 +52,7 @@ class HFSampler:
         if seed is not None:
             torch.manual_seed(seed)
         jobs = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(n)]
-        out: list[dict] = []
+        out: list[Sample] = []
         for start in range(0, len(jobs), self.batch_size):
             out.extend(self._sample_batch(jobs[start:start + self.batch_size], max_new_tokens, temperature,
                                           min_new_tokens, ignore_eos))
@@ -83,12 +84,12 @@ class HFSampler:
             if eos is not None and eos in toks:
                 length = toks.index(eos) + 1
             toks = toks[:length]
-            out.append({
-                "prompt_index": pi, "token_ids": toks,
-                "text": self.tokenizer.decode(toks, skip_special_tokens=True),
-                "log_q": float(tok_lp[row, :length].sum()),
-                "finish_reason": "stop" if eos is not None and toks and toks[-1] == eos else "length",
-            })
+            out.append(Sample(
+                prompt_index=pi, token_ids=toks,
+                text=self.tokenizer.decode(toks, skip_special_tokens=True),
+                log_q=float(tok_lp[row, :length].sum()),
+                finish_reason="stop" if eos is not None and toks and toks[-1] == eos else "length",
+            ))
         return out
 
     @torch.no_grad()

@@ -37,6 +37,7 @@ import random
 import torch
 
 from fdpg_ray.config import Config, ConfigError, parse_proposal
+from fdpg_ray.rollout.samples import Sample
 
 def rollout_model_path(cfg: Config) -> str:
     """The model the rollout engines serve: the proposal's for ``fixed:PATH``, else model.path."""
@@ -98,10 +99,10 @@ class DatasetProposal:
         self.rng = random.Random(seed)
         self.order: list[int] = []
 
-    def submit(self, prompt_ids: list[list[int]], n: int, seed: int) -> list[dict]:
+    def submit(self, prompt_ids: list[list[int]], n: int, seed: int) -> list[Sample]:
         """Draw ``n`` rows of the file (seeded order, reshuffled each pass) as rollout samples.
 
-        Returns n dicts (prompt_index 0, token_ids = the text's tokens + EOS, text, log_q in nats
+        Returns n :class:`~fdpg_ray.rollout.samples.Sample` (prompt_index 0, token_ids = the text's tokens + EOS, text, log_q in nats
         or NaN when the file has none, finish_reason "stop"); ``seed`` is ignored.  Raises
         ConfigError unless there is exactly one prompt (unconditional runs only).
         """
@@ -114,8 +115,8 @@ class DatasetProposal:
                 self.order = list(range(len(self.texts)))
                 self.rng.shuffle(self.order)
             i = self.order.pop()
-            out.append({"prompt_index": 0, "token_ids": list(self.ids[i]), "text": self.texts[i],
-                        "log_q": self.log_q[i] if self.log_q is not None else math.nan, "finish_reason": "stop"})
+            out.append(Sample(prompt_index=0, token_ids=list(self.ids[i]), text=self.texts[i],
+                              log_q=self.log_q[i] if self.log_q is not None else math.nan, finish_reason="stop"))
         return out
 
     def collect(self, handle):

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from fdpg_ray.seeding import derive_seed
+from fdpg_ray.rollout.samples import Sample
 from fdpg_ray.rollout.weight_sync import (
     pack_state_dict,
     packed_to_wire,
@@ -298,10 +299,10 @@ class VLLMSampler:
         min_new_tokens: int = 0,
         ignore_eos: bool = False,
         seed: int | None = None,
-    ) -> list[dict]:
+    ) -> list[Sample]:
         """Draw ``n`` independent completions per prompt.
 
-        Returns one dict per sample, grouped by prompt (prompt 0's ``n`` samples
+        Returns one :class:`~fdpg_ray.rollout.samples.Sample` per sample, grouped by prompt (prompt 0's ``n`` samples
         first): ``prompt_index``, ``token_ids`` (generated ids, the final EOS
         included when generated), ``text``, ``log_q`` (sum of the sampled tokens'
         log-probs under the distribution actually sampled: temperature applied,
@@ -340,19 +341,12 @@ class VLLMSampler:
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        samples: list[dict] = []
+        samples: list[Sample] = []
         for i, req in enumerate(outputs):
             for comp in sorted(req.outputs, key=lambda c: c.index):
                 ids = list(comp.token_ids)
-                samples.append(
-                    {
-                        "prompt_index": i,
-                        "token_ids": ids,
-                        "text": comp.text,
-                        "log_q": _sum_logprobs(comp.logprobs, ids),
-                        "finish_reason": comp.finish_reason,
-                    }
-                )
+                samples.append(Sample(prompt_index=i, token_ids=ids, text=comp.text,
+                                      log_q=_sum_logprobs(comp.logprobs, ids), finish_reason=comp.finish_reason))
         return samples
 
     # ------------------------------------------------------------------ #
@@ -452,8 +446,8 @@ class VLLMSampler:
         gc.collect()
 
 
-def _tokens_per_s(samples: list[dict], seconds: float) -> float:
-    return sum(len(s["token_ids"]) for s in samples) / max(seconds, 1e-9)
+def _tokens_per_s(samples: list[Sample], seconds: float) -> float:
+    return sum(len(s.token_ids) for s in samples) / max(seconds, 1e-9)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual benchmark
@@ -482,7 +476,7 @@ if __name__ == "__main__":  # pragma: no cover - manual benchmark
         "tokens_per_s": round(_tokens_per_s(out, dt), 1),
         "reload_worker_s": round(s.last_reload_s, 3),
         "load_weights_s": round(s.last_load_weights_s, 3),
-        "mean_log_q": sum(x["log_q"] for x in out) / len(out),
-        "finite": all(math.isfinite(x["log_q"]) for x in out),
+        "mean_log_q": sum(x.log_q for x in out) / len(out),
+        "finite": all(math.isfinite(x.log_q) for x in out),
     }))
     s.shutdown()

@@ -7,6 +7,8 @@ scorers named by the target's constraints, and the :class:`~fdpg_ray.target.ener
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -29,6 +31,21 @@ def build_target(cfg: Config):
         target.constraints.append(Constraint(kind=spec["kind"], name=name, moment=spec.get("moment"),
                                              beta=spec.get("beta"), lam=spec.get("lam")))
     return target, scorers
+
+
+@dataclass
+class Scores:
+    """What scoring adds to N rollout rows, in their order (the scored fields of
+    :class:`fdpg_ray.train.batch.ScoredBatch`)."""
+    log_a: torch.Tensor               # [N] float64, nats: log a(x | c), the frozen base model, summed over generated tokens
+    features: dict[str, np.ndarray]   # {scorer name: [N] array} phi(x), b(x) or r(x) per row
+    log_P: torch.Tensor               # [N] float64, nats: log P(x) of the unnormalised target (-inf where P = 0)
+
+    @classmethod
+    def concat(cls, parts: list[Scores]) -> Scores:
+        """The scores of consecutive row ranges joined in order (at least one part)."""
+        return cls(log_a=torch.cat([p.log_a for p in parts]), log_P=torch.cat([p.log_P for p in parts]),
+                   features={k: np.concatenate([p.features[k] for p in parts]) for k in parts[0].features})
 
 
 class TargetScorer:
@@ -59,23 +76,28 @@ class TargetScorer:
         """{scorer name: (n,) array of phi(x) or b(x)} for ``texts`` (``contexts``: one prompt per text or None)."""
         return {name: scorer.score(texts, contexts) for name, scorer in self.scorers.items()}
 
-    def score(self, batch: dict) -> dict:
-        """Add ``log_a``, ``features`` and ``log_P`` to a rollout batch (fields: docs/design.md, "Layout and data flow")."""
-        log_a = self.log_base(batch["prompt_ids"], batch["completion_ids"])
-        feats = self.features(batch["texts"], batch.get("contexts") if self.target.conditional else None)
-        return {"log_a": log_a, "features": feats, "log_P": self.target.log_score(log_a, feats)}
+    def score(self, batch) -> Scores:
+        """The :class:`Scores` (log a, features, log P) of a rollout batch: anything with the
+        row fields prompt_ids, completion_ids, texts and contexts of a
+        :class:`~fdpg_ray.train.batch.ScoredBatch` (docs/design.md, "Layout and data flow")."""
+        log_a, feats = self._base_and_features(batch)
+        return Scores(log_a=log_a, features=feats, log_P=self.target.log_score(log_a, feats))
+
+    def _base_and_features(self, batch) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        log_a = self.log_base(batch.prompt_ids, batch.completion_ids)
+        return log_a, self.features(batch.texts, batch.contexts if self.target.conditional else None)
 
     def log_P_of_texts(self, texts: list[str], log_a, contexts: list[str] | None = None) -> torch.Tensor:
         """log P from texts and precomputed log a (used by the exact toy task); ``contexts``
         (one per text) for conditional targets."""
         return self.target.log_score(log_a, self.features(texts, contexts if self.target.conditional else None))
 
-    def fit(self, batch: dict) -> dict:
-        """Fit the distributional lambdas on samples of the proposal (the base model at start):
+    def fit(self, batch) -> dict:
+        """Fit the distributional lambdas on samples of the proposal (the base model at start),
+        a batch with the row fields of :meth:`score` and log_q ([N] nats):
         {"lambdas": {name: lambda}, "moments": {name: achieved E_p[phi]}}."""
-        log_a = self.log_base(batch["prompt_ids"], batch["completion_ids"])
-        feats = self.features(batch["texts"], batch.get("contexts") if self.target.conditional else None)
-        moments = self.target.fit_lambdas(log_a, batch["log_q"], feats)
+        log_a, feats = self._base_and_features(batch)
+        moments = self.target.fit_lambdas(log_a, batch.log_q, feats)
         return {"lambdas": self.target.lambdas(), "moments": moments}
 
     def set_lambdas(self, lambdas: dict[str, float]) -> None:

@@ -2,16 +2,17 @@
 
 The controller knows nothing about Ray.  It is handed:
 
-* ``rollout``: ``submit(prompt_ids, n, seed) -> handle`` and ``collect(handle) -> list[dict]``
-  (the samples of :class:`fdpg_ray.rollout.hf_sampler.HFSampler` / ``VLLMSampler``), and
-  ``push_weights(named_tensors)`` (a Mapping or an iterable of (name, tensor) pairs);
-* ``scorer``: ``score(batch) -> {"log_a", "features", "log_P"}``, ``fit(batch) -> {"lambdas",
-  "moments"}`` and ``set_lambdas`` (a :class:`~fdpg_ray.target.scoring.TargetScorer` or a scorer actor group);
+* ``rollout``: ``submit(prompt_ids, n, seed) -> handle`` and ``collect(handle) -> list[Sample]``
+  (:class:`fdpg_ray.rollout.samples.Sample`, from :class:`fdpg_ray.rollout.hf_sampler.HFSampler` /
+  ``VLLMSampler``), and ``push_weights(named_tensors)`` (a Mapping or an iterable of (name, tensor) pairs);
+* ``scorer``: ``score(batch) -> Scores`` (:class:`fdpg_ray.target.scoring.Scores`), ``fit(batch) ->
+  {"lambdas", "moments"}`` and ``set_lambdas`` (a :class:`~fdpg_ray.target.scoring.TargetScorer` or a
+  scorer actor group);
 * ``sink``: where rows, samples, checkpoints and the final model go (:mod:`fdpg_ray.train.sink`);
 * ``world``: the data-parallel group (:class:`SingleProcess` or :class:`TorchDistributed`).
 
 Every worker runs the same code.  Rank 0 samples and scores, then broadcasts the scored
-batch; each worker takes a contiguous shard, computes log pi with gradient, the f-DPG loss
+batch (:class:`fdpg_ray.train.batch.ScoredBatch`); each worker takes a contiguous shard, computes log pi with gradient, the f-DPG loss
 and backward (DDP averages gradients); the detached log pi of all shards is gathered so
 that Z_hat, the baseline and the metrics are identical on every worker.
 """
@@ -29,7 +30,9 @@ import torch
 from fdpg_ray.config import Config, parse_proposal
 from fdpg_ray.console import Progress
 from fdpg_ray.objective.divergences import get_divergence
+from fdpg_ray.train.batch import ScoredBatch
 from fdpg_ray.train.diversity import distinct_n, self_bleu
+from fdpg_ray.train.metrics import estimate_columns
 from fdpg_ray.objective.estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
 from fdpg_ray.objective.loss import SequenceLogProbs, bos_prompt_ids, collate, fdpg_loss
 from fdpg_ray.rollout.proposals import kl_p_pi_and_p_q
@@ -134,21 +137,6 @@ class PromptSource:
             self.ids = [bos_prompt_ids(self.tokenizer, t) for t in self.texts]
 
 
-def make_batch(samples: list[dict], contexts: list[str], prompt_ids: list[list[int]]) -> dict:
-    """Turn collected rollout samples into a batch dict of lists and a (n,) float64 ``log_q`` (nats).
-
-    Fields: prompt_ids, completion_ids, texts, contexts (looked up by each sample's
-    ``prompt_index`` in ``contexts`` / ``prompt_ids``) and log_q (NaN where unknown).
-    """
-    return {
-        "prompt_ids": [prompt_ids[s["prompt_index"]] for s in samples],
-        "completion_ids": [s["token_ids"] for s in samples],
-        "texts": [s["text"] for s in samples],
-        "contexts": [contexts[s["prompt_index"]] for s in samples],
-        "log_q": torch.tensor([s["log_q"] for s in samples], dtype=torch.float64),
-    }
-
-
 # ----------------------------------------------------------------------------- controller
 
 # Conditional targets: the fewest base samples of a drawn per prompt at the start (Controller.base_plan).
@@ -221,7 +209,7 @@ class Controller:
         self.achieved_moments: dict[str, float] = {}
         self.pending = None  # overlapped rollout for the next step
         self._prompts_before_pending = None
-        self.base_batch: dict | None = None  # samples of a (rank 0), the fixed evaluation set
+        self.base_batch: ScoredBatch | None = None  # samples of a (rank 0), the fixed evaluation set
         self.p_zero_seen = False  # P(x) = 0 met in the base samples or a batch (p_has_zeros)
         self.proposal = parse_proposal(cfg.rollout.proposal)
         self.proposal_updates = 0  # times the policy replaced a base/fixed proposal
@@ -266,7 +254,8 @@ class Controller:
         load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        self.base_batch = state.get("base_batch")
+        base = state.get("base_batch")
+        self.base_batch = ScoredBatch.from_dict(base) if isinstance(base, dict) else base  # dict: older checkpoints
         self.proposal_updates = state.get("proposal_updates", 0)
         if "dataset_proposal" in state:
             self.rollout.load_state_dict(state["dataset_proposal"])
@@ -276,9 +265,9 @@ class Controller:
         contexts, prompt_ids, n = self.prompts.next(n_total)
         return contexts, prompt_ids, self.rollout.submit(prompt_ids, n, seed)
 
-    def _collect(self, pending) -> dict:
+    def _collect(self, pending) -> ScoredBatch:
         contexts, prompt_ids, handle = pending
-        return make_batch(self.rollout.collect(handle), contexts, prompt_ids)
+        return ScoredBatch.from_samples(self.rollout.collect(handle), contexts, prompt_ids)
 
     # ---- one step -----------------------------------------------------------------
     def _seed(self, step: int) -> int:
@@ -286,7 +275,7 @@ class Controller:
         another step's (see :mod:`fdpg_ray.seeding`)."""
         return derive_seed(self.cfg.run.seed, STEP, step)
 
-    def next_batch(self) -> dict:
+    def next_batch(self) -> ScoredBatch:
         """Rank 0 samples and scores the batch for this step (overlapping the next rollout
         with learning when rollout.overlap is on); all ranks receive the same batch."""
         batch = None
@@ -306,32 +295,32 @@ class Controller:
                 self._prompts_before_pending = (self.prompts.state_dict(), self.prompts.rng.getstate())
                 self.pending = self._submit(self.cfg.learner.batch_size, self._seed(self.step + 1))
             t1 = time.perf_counter()
-            batch.update(self.scorer.score(batch))
-            fill_unknown_log_q(batch, batch["log_a"])
+            batch.set_scores(self.scorer.score(batch))
+            batch.fill_unknown_log_q(batch.log_a)
             # Seconds the learner waited for this step's samples, and for their scores.
-            batch["timing"] = {"rollout_wait_seconds": t1 - t0, "score_seconds": time.perf_counter() - t1}
+            batch.timing = {"rollout_wait_seconds": t1 - t0, "score_seconds": time.perf_counter() - t1}
         return self.world.broadcast(batch)
 
-    def log_pi(self, batch: dict, rows: slice, grad: bool) -> torch.Tensor:
+    def log_pi(self, batch: ScoredBatch, rows: slice, grad: bool) -> torch.Tensor:
         """Sequence log pi_theta (nats) over the generated tokens of the batch rows in the slice
-        ``rows``: one value per row, with gradient when ``grad``.
+        ``rows``: one value per row ([rows] float32/model dtype), with gradient when ``grad``.
         """
-        ids, attn, comp = collate(batch["prompt_ids"][rows], batch["completion_ids"][rows], self.pad_id,
+        ids, attn, comp = collate(batch.prompt_ids[rows], batch.completion_ids[rows], self.pad_id,
                                   next(self.policy.parameters()).device)
         with torch.set_grad_enabled(grad):
             return self.model(ids, attn, comp)
 
-    def train_step(self, batch: dict, update: bool = True) -> dict:
+    def train_step(self, batch: ScoredBatch, update: bool = True) -> dict:
         """Update Z_hat, compute the loss on this worker's shard, step, gather, return metrics."""
-        cfg, n = self.cfg, len(batch["texts"])
+        cfg, n = self.cfg, len(batch)
         t_start = time.time()
-        contexts = batch["contexts"] if self.prompts.conditional else None
-        self.check_hard_constraint(batch["log_P"])
-        self.log_partition.update(batch["log_P"], batch["log_q"], contexts)
+        contexts = batch.contexts if self.prompts.conditional else None
+        self.check_hard_constraint(batch.log_P)
+        self.log_partition.update(batch.log_P, batch.log_q, contexts)
         log_Z = self.log_partition.log_z_for(contexts, n)
         informative = torch.isfinite(log_Z)  # contexts with Z_hat = 0 say nothing about p yet
-        shard = n // self.world.size
-        lo, hi = self.world.rank * shard, (self.world.rank + 1) * shard
+        mine = batch.shard_rows(self.world.rank, self.world.size)
+        lo, hi = mine.start, mine.stop
         micro = cfg.learner.micro_batch_size
         # Dropout stays off (eval mode) while learning: log pi must be the same function
         # of theta that the rollout engine samples from, or the ratios pi/q and pi/p drift.
@@ -340,12 +329,12 @@ class Controller:
         # at log q (on-policy q = pi_theta, so log w = 0; docs/design.md, "Baseline"), or, for a
         # baseline that needs them at the current policy (self_normalized) on a batch not drawn
         # from it, at log pi_theta from one forward pass without gradient.
-        lp_b = batch["log_q"]
+        lp_b = batch.log_q
         if self.baseline.needs_policy_log_probs and not self.batch_is_on_policy():
             with torch.no_grad():
                 lp_b = self.world.all_gather(torch.cat([self.log_pi(batch, slice(s, min(s + micro, hi)), grad=False)
                                                         .double() for s in range(lo, hi, micro)]))
-        pre = fdpg_loss(lp_b, batch["log_P"], log_Z, self.divergence, log_q=batch["log_q"],
+        pre = fdpg_loss(lp_b, batch.log_P, log_Z, self.divergence, log_q=batch.log_q,
                         clip_log_t=cfg.loss.clip_log_t, max_importance_weight=cfg.loss.max_importance_weight)
         B = self.baseline.value_for(contexts, n, rewards=pre.pseudo_reward, include=informative,
                                     log_weights=torch.log(pre.importance_weight))
@@ -359,7 +348,7 @@ class Controller:
             sync = nullcontext() if (last or not update) else _no_grad_sync(self.model)
             with sync:
                 lp = self.log_pi(batch, slice(s, e), grad=update)
-                out = fdpg_loss(lp, batch["log_P"][s:e], log_Z[s:e], self.divergence, log_q=batch["log_q"][s:e],
+                out = fdpg_loss(lp, batch.log_P[s:e], log_Z[s:e], self.divergence, log_q=batch.log_q[s:e],
                                 baseline=B[s:e], clip_log_t=cfg.loss.clip_log_t,
                                 max_importance_weight=cfg.loss.max_importance_weight, normalizer=hi - lo)
                 if update:
@@ -380,7 +369,7 @@ class Controller:
         loss = self.world.sum(loss_sum) / self.world.size
 
         # Same arithmetic as the loss, on the whole batch, for the baseline and metrics.
-        full = fdpg_loss(log_pi, batch["log_P"], log_Z, self.divergence, log_q=batch["log_q"], baseline=B,
+        full = fdpg_loss(log_pi, batch.log_P, log_Z, self.divergence, log_q=batch.log_q, baseline=B,
                          clip_log_t=cfg.loss.clip_log_t, max_importance_weight=cfg.loss.max_importance_weight)
         self.baseline.update(full.pseudo_reward, torch.where(informative, full.importance_weight, 0.0), contexts)
         self.samples_seen += n
@@ -396,39 +385,39 @@ class Controller:
 
         ``log_pi``, ``log_Z``: (n,) nats over the whole batch; ``full``: the batch's :class:`~fdpg_ray.objective.loss.LossOutput`.
         """
-        texts = batch["texts"]
+        texts = batch.texts
         m = {
             "step": self.step, "samples": self.samples_seen, "loss": loss,
             "z_hat": self.log_partition.mean_z_hat(), "log_z_hat": self.log_partition.mean_log_z(),
             "z_zero_contexts": self.log_partition.zero_fraction(),
-            "alignment": self.alignment(batch["features"]),
+            "alignment": self.alignment(batch.features),
         }
-        contexts = batch["contexts"] if self.prompts.conditional else None
+        contexts = batch.contexts if self.prompts.conditional else None
         m["log_z_hat_se"] = self.log_partition.mean_log_z_se()
         m["log_z_hat_ess"] = sum(self.log_partition.ess(k) for k in self.log_partition.count)
-        m.update(is_metrics(batch["log_P"], log_Z, log_pi, batch["log_q"], batch["log_a"], self.divergence,
+        m.update(is_metrics(batch.log_P, log_Z, log_pi, batch.log_q, batch.log_a, self.divergence,
                             log_Z_se=self.log_partition.log_z_se_for(contexts, len(texts)), contexts=contexts,
                             p_has_zeros=self.p_has_zeros(batch)))
         m.update({
-            "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "distinct_3": distinct_n(texts, 3),
-            "mean_length": float(np.mean([len(c) for c in batch["completion_ids"]])),
+            **{f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)},
+            "mean_length": float(np.mean([len(c) for c in batch.completion_ids])),
             "pseudo_reward_mean": full.pseudo_reward.mean().item(),
             "baseline": self.baseline.value.get("*", 0.0),
             "importance_weight_mean": full.importance_weight.mean().item(),
-            "logq_logpi_gap": (batch["log_q"] - log_pi).abs().mean().item(),
+            "logq_logpi_gap": (batch.log_q - log_pi).abs().mean().item(),
             "grad_norm": grad_norm, "skipped_steps": self.skipped_steps, "lr": self.scheduler.get_last_lr()[0],
             "seconds": time.time() - self.t0,
             **process_stats(),
         })
-        for name, value in self.feature_means(batch["features"]).items():
+        for name, value in self.feature_means(batch.features).items():
             m[f"feature_{name}"] = value
         return m
 
-    def p_has_zeros(self, batch: dict | None = None) -> bool:
+    def p_has_zeros(self, batch: ScoredBatch | None = None) -> bool:
         """Whether P(x) = 0 has been seen (base samples or ``batch``): then D_f = +inf for the
         divergences whose f*(0) is infinite (a softmax policy puts mass everywhere)."""
         if not self.p_zero_seen:
-            seen = [b["log_P"] for b in (self.base_batch, batch) if b is not None and "log_P" in b]
+            seen = [b.log_P for b in (self.base_batch, batch) if b is not None and b.scored]
             self.p_zero_seen = any(bool((torch.as_tensor(x) == -math.inf).any()) for x in seen)
         return self.p_zero_seen
 
@@ -448,7 +437,7 @@ class Controller:
         divergences on the toy task.  ``policy``: an unsharded model to evaluate (default
         ``self.policy``; under FSDP the copy :meth:`gathered_policy` returned)."""
         policy = policy if policy is not None else self.policy
-        extra = {"self_bleu": self_bleu(batch["texts"], max_refs=64)}
+        extra = {"self_bleu": self_bleu(batch.texts, max_refs=64)}
         if self.base_batch is not None:
             extra.update(self.kl_p_pi_on_base_samples(batch if self.batch_is_on_policy() else None, policy))
         if self.exact is not None:
@@ -494,7 +483,7 @@ class Controller:
         return time.perf_counter() - t0
 
     @torch.no_grad()
-    def _policy_log_probs(self, b: dict, lm=None) -> torch.Tensor:
+    def _policy_log_probs(self, b: ScoredBatch, lm=None) -> torch.Tensor:
         """log pi(x) (nats, shape (n,)) of the rows of ``b`` under ``lm`` (an unsharded model,
         default ``self.policy``), micro-batch by micro-batch, on rank 0."""
         lm = lm if lm is not None else self.policy
@@ -502,37 +491,37 @@ class Controller:
         policy.eval()
         device = next(lm.parameters()).device
         out = []
-        for s in range(0, len(b["texts"]), self.cfg.learner.micro_batch_size):
+        for s in range(0, len(b), self.cfg.learner.micro_batch_size):
             e = s + self.cfg.learner.micro_batch_size
-            ids, attn, comp = collate(b["prompt_ids"][s:e], b["completion_ids"][s:e], self.pad_id, device)
+            ids, attn, comp = collate(b.prompt_ids[s:e], b.completion_ids[s:e], self.pad_id, device)
             out.append(policy(ids, attn, comp).double().cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
-    def _base_pool(self, batch: dict | None, policy=None) -> tuple:
+    def _base_pool(self, batch: ScoredBatch | None, policy=None) -> tuple:
         """(log P, log pi, log a, from_policy, contexts) of the base samples, pooled with the
         on-policy ``batch`` (its rows whose context the base samples cover) when given."""
         b = self.base_batch
-        keys = list(b["contexts"]) if self.prompts.conditional else [""] * len(b["texts"])
+        keys = list(b.contexts) if self.prompts.conditional else [""] * len(b)
         # The fixed batch's own proposal density is its log q: log a when it was drawn from a at
         # temperature 1 (the only case in which it is pooled with policy samples), the proposal's
         # under rollout.proposal = fixed:/dataset: (fdpg_ray/rollout/proposals.py).
-        log_P, log_pi, log_a = [b["log_P"]], [self._policy_log_probs(b, policy)], [b["log_q"]]
+        log_P, log_pi, log_a = [b.log_P], [self._policy_log_probs(b, policy)], [b.log_q]
         from_policy = [torch.zeros(len(keys), dtype=torch.bool)]
         if batch is not None:
             based = set(keys)
             # only contexts that the base samples cover: the estimate's contexts stay fixed
-            rows = [i for i, c in enumerate(batch["contexts"]) if (c if self.prompts.conditional else "") in based]
+            rows = [i for i, c in enumerate(batch.contexts) if (c if self.prompts.conditional else "") in based]
             if rows:
-                sub = {k: [batch[k][i] for i in rows] for k in ("prompt_ids", "completion_ids", "texts")}
-                log_P.append(batch["log_P"][rows])
+                sub = batch.rows(rows)
+                log_P.append(sub.log_P)
                 log_pi.append(self._policy_log_probs(sub, policy))
-                log_a.append(batch["log_a"][rows])
+                log_a.append(sub.log_a)
                 from_policy.append(torch.ones(len(rows), dtype=torch.bool))
-                keys = keys + [batch["contexts"][i] if self.prompts.conditional else "" for i in rows]
+                keys = keys + [c if self.prompts.conditional else "" for c in sub.contexts]
         return torch.cat(log_P), torch.cat(log_pi), torch.cat(log_a), torch.cat(from_policy), keys
 
     @torch.no_grad()
-    def kl_p_pi_on_base_samples(self, batch: dict | None = None, policy=None) -> dict:
+    def kl_p_pi_on_base_samples(self, batch: ScoredBatch | None = None, policy=None) -> dict:
         """KL(p || pi) on the fixed set of base-model samples drawn at the start
         (max(target.fit_samples, eval.base_samples) of them), pooled with the step's policy
         ``batch`` when it is drawn from the current policy (:meth:`batch_is_on_policy`):
@@ -548,13 +537,13 @@ class Controller:
         """
         *pool, keys = self._base_pool(batch, policy)
         out = mis_kl_p_pi(*pool, keys)
-        res = {"kl_p_pi_base": out["kl_p_pi"], "kl_p_pi_base_se": out["kl_p_pi_se"],
-               "kl_p_pi_base_ess": out["kl_p_pi_ess"], "log_z_base": out["log_z"], "log_z_base_se": out["log_z_se"],
-               "log_z_base_ess": out["log_z_ess"]}
+        res = {}
+        for name, of in (("kl_p_pi_base", "kl_p_pi"), ("log_z_base", "log_z")):
+            res.update(zip(estimate_columns(name), (out[of], out[f"{of}_se"], out[f"{of}_ess"])))
         for name, div in (("tv_p_pi_base", get_divergence("tv")), ("js_p_pi_base", get_divergence("js")),
                           ("divergence_base", self.divergence)):
             d = mis_divergence(*pool, div, keys, p_has_zeros=self.p_has_zeros())
-            res.update({name: d["value"], f"{name}_se": d["se"], f"{name}_ess": d["ess"]})
+            res.update(zip(estimate_columns(name), (d["value"], d["se"], d["ess"])))
         return res
 
     # ---- the whole run --------------------------------------------------------------
@@ -570,11 +559,11 @@ class Controller:
         info = None
         if self.world.rank == 0:
             batch = self._collect(self._submit_base(seed=derive_seed(self.cfg.run.seed, BASE)))
-            if torch.isnan(batch["log_q"]).any():  # a dataset proposal without log q: q := a
-                fill_unknown_log_q(batch, self.scorer.score(batch)["log_a"])
+            if torch.isnan(batch.log_q).any():  # a dataset proposal without log q: q := a
+                batch.fill_unknown_log_q(self.scorer.score(batch).log_a)
             fit = self.scorer.fit(batch)
-            batch.update(self.scorer.score(batch))
-            info = {"log_P": batch["log_P"], "log_q": batch["log_q"], "contexts": batch["contexts"], **fit}
+            batch.set_scores(self.scorer.score(batch))
+            info = {"log_P": batch.log_P, "log_q": batch.log_q, "contexts": batch.contexts, **fit}
             self.base_batch = batch  # kept as the fixed evaluation set drawn from a
         info = self.world.broadcast(info)
         self.lambdas, self.achieved_moments = info["lambdas"], info["moments"]
@@ -621,7 +610,7 @@ class Controller:
                               f"{len(log_P)} samples have P(x) = 0 (a pointwise b(x) = 0); use another divergence "
                               f"(kl, js, tv, hellinger, rkl, alpha:<a> with a < 1) or a soft constraint (kind: reward)")
 
-    def maybe_update_proposal(self, batch: dict, update: bool) -> dict:
+    def maybe_update_proposal(self, batch: ScoredBatch, update: bool) -> dict:
         """GDC's adaptive proposal (``rollout.proposal_update``, fdpg_ray/rollout/proposals.py): every
         K steps, when the policy's estimated KL(p||pi) on this step's proposal samples is below
         the proposal's KL(p||q), push the policy's weights (just updated by this step) to the
@@ -631,7 +620,7 @@ class Controller:
         rule = self.cfg.rollout.proposal_update
         if not rule or self.proposal.follows_policy:
             return {}
-        kl_pi, kl_q = kl_p_pi_and_p_q(batch["log_P"], batch["log_q"], self._last_log_pi)
+        kl_pi, kl_q = kl_p_pi_and_p_q(batch.log_P, batch.log_q, self._last_log_pi)
         due = update and (self.step + 1) % rule.get("every", 1) == 0
         if due and kl_pi < kl_q:  # the same decision on every rank: log pi was gathered
             self.proposal_updates += 1
@@ -663,7 +652,7 @@ class Controller:
             m = self.train_step(batch, update=update)
             m.update(self.maybe_update_proposal(batch, update))
             m.update(extra)
-            m.update(batch.get("timing", {}))
+            m.update(batch.timing)
             m["sync_seconds"], self.last_sync_seconds = self.last_sync_seconds, 0.0
             if evaluate:
                 if self.sink is not None:
@@ -682,14 +671,6 @@ class Controller:
         if bar is not None:
             bar.close()
         return rows
-
-
-def fill_unknown_log_q(batch: dict, log_a: torch.Tensor) -> None:
-    """Where a sample's log q is unknown (NaN: a dataset proposal without a log_q column),
-    take the texts to be samples of the base model: log q := log a."""
-    unknown = torch.isnan(batch["log_q"])
-    if unknown.any():
-        batch["log_q"] = torch.where(unknown, torch.as_tensor(log_a, dtype=torch.float64), batch["log_q"])
 
 
 def flagged(m: dict, key: str, fmt: str = ".3f") -> str:
@@ -730,16 +711,16 @@ def process_stats() -> dict:
         return {}
 
 
-def sample_records(batch: dict, step: int, limit: int) -> list[dict]:
+def sample_records(batch: ScoredBatch, step: int, limit: int) -> list[dict]:
     """The first ``limit`` samples of ``batch`` as JSON-ready dicts for RUN_DIR/samples/STEP.jsonl.
 
     Each holds step, context, text, log_q, log_P, log_a (nats) and feature_<name>.
     """
     out = []
-    for i, text in enumerate(batch["texts"][:limit]):
-        rec = {"step": step, "context": batch["contexts"][i], "text": text,
-               "log_q": float(batch["log_q"][i]), "log_P": float(batch["log_P"][i]),
-               "log_a": float(batch["log_a"][i])}
-        rec.update({f"feature_{k}": float(v[i]) for k, v in batch["features"].items()})
+    for i, text in enumerate(batch.texts[:limit]):
+        rec = {"step": step, "context": batch.contexts[i], "text": text,
+               "log_q": float(batch.log_q[i]), "log_P": float(batch.log_P[i]),
+               "log_a": float(batch.log_a[i])}
+        rec.update({f"feature_{k}": float(v[i]) for k, v in batch.features.items()})
         out.append(rec)
     return out

@@ -30,13 +30,13 @@ def measure(controller, divergences=EXTRA_DIVERGENCES) -> dict:
     extra = controller.evaluation(batch)
     m = controller.train_step(batch, update=False)
     m.update(extra)
-    n = len(batch["texts"])
-    contexts = batch["contexts"] if controller.prompts.conditional else None
+    n = len(batch)
+    contexts = batch.contexts if controller.prompts.conditional else None
     log_Z = controller.log_partition.log_z_for(contexts, n)
     log_Z_se = controller.log_partition.log_z_se_for(contexts, n)
     log_pi = controller.log_pi(batch, slice(0, n), grad=False).double()
     for name in divergences:
-        d = is_metrics(batch["log_P"], log_Z, log_pi, batch["log_q"], divergence=get_divergence(name),
+        d = is_metrics(batch.log_P, log_Z, log_pi, batch.log_q, divergence=get_divergence(name),
                        log_Z_se=log_Z_se, contexts=contexts, p_has_zeros=controller.p_has_zeros(batch))
         key = f"divergence[{name}]"
         m[key], m[f"{key}_se"], m[f"{key}_ess"] = d["divergence"], d["divergence_se"], d["divergence_ess"]

@@ -31,7 +31,7 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     A run whose prompts file or model changed since it ran is refused (fdpg_ray.train.fingerprint)."""
     from fdpg_ray.rollout.hf_sampler import HFSampler
 
-    from fdpg_ray.train.controller import make_batch
+    from fdpg_ray.train.batch import ScoredBatch
     from fdpg_ray.train.diversity import diversity_metrics
     from fdpg_ray.objective.estimators import is_metrics
     from fdpg_ray.train.preflight import run_contexts
@@ -71,16 +71,16 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
         # target.fit_samples in all)
         base = HFSampler(cfg.model.path, seed=derive_seed(cfg.run.seed, EVAL_BASE))
         ids = [bos_prompt_ids(base.tokenizer, c) for c in contexts]
-        fit_batch = make_batch(base.sample(ids, -(-cfg.target.fit_samples // P), cfg.model.max_new_tokens),
-                               contexts, ids)
+        fit_batch = ScoredBatch.from_samples(base.sample(ids, -(-cfg.target.fit_samples // P), cfg.model.max_new_tokens),
+                                             contexts, ids)
         scorer.fit(fit_batch)
     sampler = HFSampler(model_spec, seed=derive_seed(cfg.run.seed, EVAL))
     ids = [bos_prompt_ids(sampler.tokenizer, c) for c in contexts]
-    batch = make_batch(sampler.sample(ids, k, cfg.model.max_new_tokens, temperature=1.0), contexts, ids)
-    scored = scorer.score(batch)
-    log_pi = batch["log_q"]
-    log_w = scored["log_P"] - log_pi
-    keys = batch["contexts"]
+    batch = ScoredBatch.from_samples(sampler.sample(ids, k, cfg.model.max_new_tokens, temperature=1.0), contexts, ids)
+    batch.set_scores(scorer.score(batch))
+    log_pi = batch.log_q
+    log_w = batch.log_P - log_pi
+    keys = batch.contexts
     per_context, se2, ess = {}, [], []
     for c in dict.fromkeys(keys):
         idx = torch.tensor([kk == c for kk in keys])
@@ -101,10 +101,10 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
            "z_zero_contexts": sum(v == -math.inf for v in per_context.values()) / P}
     if P > 1:
         out["log_z_hat_per_context"] = per_context
-    out.update({f"feature_{k_}": float(np.mean(v)) for k_, v in scored["features"].items()})
-    out["alignment"] = float(np.mean([np.mean(v) for v in scored["features"].values()]))
-    out.update(is_metrics(scored["log_P"], log_z, log_pi, log_pi, scored["log_a"]))
-    out.update(diversity_metrics(batch["texts"], max_refs=64))
-    out["examples"] = ([c + t for c, t in zip(batch["contexts"], batch["texts"])][::k][:4] if P > 1
-                       else batch["texts"][:4])
+    out.update({f"feature_{k_}": float(np.mean(v)) for k_, v in batch.features.items()})
+    out["alignment"] = float(np.mean([np.mean(v) for v in batch.features.values()]))
+    out.update(is_metrics(batch.log_P, log_z, log_pi, log_pi, batch.log_a))
+    out.update(diversity_metrics(batch.texts, max_refs=64))
+    out["examples"] = ([c + t for c, t in zip(batch.contexts, batch.texts)][::k][:4] if P > 1
+                       else batch.texts[:4])
     return out

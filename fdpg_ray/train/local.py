@@ -35,7 +35,8 @@ class LocalRollout:
         """Sample ``n`` completions per prompt now (synchronously) and return them as the handle.
 
         ``prompt_ids``: token ids per prompt; ``seed``: this step's sampling seed.  Each sample is
-        a dict (prompt_index, token_ids, text, log_q in nats, finish_reason).
+        a :class:`~fdpg_ray.rollout.samples.Sample` (prompt_index, token_ids, text, log_q in nats,
+        finish_reason).
         """
         return self.sampler.sample(prompt_ids, n, self.cfg.model.max_new_tokens,
                                    temperature=self.cfg.rollout.temperature, seed=seed)

@@ -241,6 +241,16 @@ def lookup(column: str) -> Metric | None:
     return None
 
 
+def estimate_columns(name: str) -> tuple[str, str, str]:
+    """(``name``, ``name_se``, ``name_ess``): the columns of a registered estimate that has a
+    standard error (same unit as ``name``) and an effective sample size (count).  KeyError for
+    a name the registry does not list with ``se``, so a misspelt column fails where it is written."""
+    m = BY_NAME.get(name)
+    if m is None or not m.se:
+        raise KeyError(f"{name}: not a registered metric with a standard error (fdpg_ray/train/metrics.py)")
+    return name, f"{name}_se", f"{name}_ess"
+
+
 def known(column: str) -> bool:
     """Whether the registry knows metrics.csv ``column`` (:func:`lookup`)."""
     return lookup(column) is not None

@@ -204,13 +204,13 @@ def max_log_ratio(log_P, log_q) -> float:
 
 
 def _draw(rollout, scorer, prompt_ids: list[list[int]], contexts: list[str], n: int, seed: int):
-    """n proposals through the rollout (actors or local sampler), scored by the scorer(s)."""
-    from fdpg_ray.train.controller import make_batch
+    """n proposals through the rollout (actors or local sampler), scored by the scorer(s): one
+    :class:`~fdpg_ray.train.batch.ScoredBatch` with log_a, features and log_P filled."""
+    from fdpg_ray.train.batch import ScoredBatch
 
     samples = rollout.collect(rollout.submit(prompt_ids, n, seed))
-    batch = make_batch(samples, contexts, prompt_ids)
-    scored = scorer.score(batch)
-    return batch, scored
+    batch = ScoredBatch.from_samples(samples, contexts, prompt_ids)
+    return batch.set_scores(scorer.score(batch))
 
 
 def run(rollout, scorer, prompt_ids: list[list[int]], contexts: list[str], *, n: int, run_seed: int,
@@ -243,16 +243,16 @@ def run(rollout, scorer, prompt_ids: list[list[int]], contexts: list[str], *, n:
     if beta is None:
         if pilot < 2:
             raise QRSError(f"--pilot: must be >= 2, got {pilot}; give more pilot draws")
-        pbatch, pscored = _draw(rollout, scorer, prompt_ids, contexts, pilot, derive_seed(run_seed, QRS_STREAM, PILOT))
-        log_beta = beta_for_acceptance(pscored["log_P"], pbatch["log_q"], target_acceptance)
+        pilot_batch = _draw(rollout, scorer, prompt_ids, contexts, pilot, derive_seed(run_seed, QRS_STREAM, PILOT))
+        log_beta = beta_for_acceptance(pilot_batch.log_P, pilot_batch.log_q, target_acceptance)
         out.update({"beta_source": "auto", "target_acceptance": target_acceptance, "pilot": pilot})
     else:
         if not (math.isfinite(beta) and beta > 0):
             raise QRSError(f"--beta: must be a positive number or auto, got {beta}")
         log_beta = math.log(beta)
         out["beta_source"] = "given"
-    batch, scored = _draw(rollout, scorer, prompt_ids, contexts, n, derive_seed(run_seed, QRS_STREAM, PROPOSALS))
-    log_P, log_q = _f64(scored["log_P"]), _f64(batch["log_q"])
+    batch = _draw(rollout, scorer, prompt_ids, contexts, n, derive_seed(run_seed, QRS_STREAM, PROPOSALS))
+    log_P, log_q = _f64(batch.log_P), _f64(batch.log_q)
     gen = torch.Generator().manual_seed(derive_seed(run_seed, QRS_STREAM, UNIFORMS))
     mask = accept(log_P, log_q, log_beta, generator=gen)
     est = estimate(log_P, log_q, log_beta)
@@ -269,7 +269,7 @@ def run(rollout, scorer, prompt_ids: list[list[int]], contexts: list[str], *, n:
     if exact_fn is not None:
         summary.update(exact_fn(log_beta))
     log_a = log_acceptance(log_P, log_q, log_beta)
-    rows = [{"text": batch["texts"][i], "context": batch["contexts"][i], "token_ids": list(batch["completion_ids"][i]),
+    rows = [{"text": batch.texts[i], "context": batch.contexts[i], "token_ids": list(batch.completion_ids[i]),
              "log_q": log_q[i].item(), "log_P": log_P[i].item(), "acceptance_probability": math.exp(log_a[i].item())}
             for i in torch.nonzero(mask).flatten().tolist()]
     return summary, rows
