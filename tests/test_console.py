@@ -20,14 +20,21 @@ SETS = {"run.steps": 2, "learner.batch_size": 16, "learner.micro_batch_size": 16
 MAX_LINES = 40  # issue 13's goal for `make demo` after installation
 
 
-def run_cli(tmp_path: Path, *extra: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module", autouse=True)
+def second_ray_instance():
+    """A second Ray instance on the machine while the runs start their own, as when a user runs
+    two jobs or a sweep beside a run (Ray Train's PlacementGroupCleaner warned once a second on
+    the run's console; see fdpg_ray.console.ray_worker_setup).  Shut down after the module, so
+    that later test files start their own Ray."""
     import ray
 
-    # A second Ray instance on the machine, as when a user runs two jobs or a sweep beside a
-    # run (Ray Train's PlacementGroupCleaner warned once a second on the run's console; see
-    # fdpg_ray.console.ray_worker_setup).
-    if not ray.is_initialized():
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run_cli(tmp_path: Path, *extra: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     # the environment of a shell that runs `make demo`: none of the RAY_* variables that
     # earlier tests' Ray instances leave in this process, no FDPG_RAY_VERBOSE
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "FDPG_RAY_VERBOSE"}
