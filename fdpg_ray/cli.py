@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +122,20 @@ def new_run_dir(cfg) -> Path:
     return d
 
 
+def _existing_run_advice(run_dir: Path) -> str:
+    """What to do about a --run-dir that already holds a run: resume it only where that can work
+    (a Ray run that did not finish; --local runs keep no checkpoints)."""
+    try:
+        state = json.loads((run_dir / "status.json").read_text()).get("state")
+    except (OSError, ValueError):
+        state = None
+    resumable = state != "finished" and (run_dir / "ray").is_dir()
+    if resumable:
+        return f"continue it with `fdpg-ray train --resume {run_dir}` or choose another --run-dir"
+    why = "it has finished" if state == "finished" else "it has no checkpoints (a --local run)"
+    return f"{why}; choose another --run-dir or delete this one"
+
+
 def cmd_train(args) -> int:
     """``fdpg-ray train``: start a run from CONFIG.yaml, or continue one with ``--resume RUN_DIR``; prints the summary.
 
@@ -150,8 +166,7 @@ def cmd_train(args) -> int:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg)
         if (run_dir / "config.yaml").exists():
-            raise ConfigError(f"--run-dir: '{run_dir}' already holds a run; continue it with "
-                              f"`fdpg-ray train --resume {run_dir}` or choose another --run-dir")
+            raise ConfigError(f"--run-dir: '{run_dir}' already holds a run; {_existing_run_advice(run_dir)}")
     summary = train(cfg, run_dir, resume=bool(args.resume), local=args.local, resume_changes=changes)
     print_summary(summary)
     return 0
@@ -183,6 +198,10 @@ def train_local(cfg, run_dir: Path) -> dict:
     from fdpg_ray.train.fingerprint import record_start
 
     sink = RunSink(run_dir, cfg.to_dict())
+    # A local run is this process: a SIGTERM (kill, a scheduler's time limit) becomes SystemExit,
+    # so that the run is marked failed below instead of staying "running" for good.
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
     try:
         record_start(cfg, run_dir)
         with output_to_log(run_dir, "local"):  # the libraries' output: RUN_DIR/logs/ (fdpg_ray.console)
@@ -199,6 +218,14 @@ def train_local(cfg, run_dir: Path) -> dict:
     except BaseException as e:
         sink.fail(f"{type(e).__name__}: {e}")
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM handler of a --local run: leave through SystemExit (exit status 143, as a plain SIGTERM)."""
+    raise SystemExit(128 + signum)
 
 
 def print_summary(summary: dict) -> None:

@@ -133,12 +133,14 @@ class Progress:
     carriage-return updates do not become one console line each.
 
     ``update(postfix)`` marks one more step done (``postfix``: {name: text}); ``close()``.
+    ``first_step``: the number of the first step counted (a run's metrics row of step 0, the
+    base model, comes first: its runs count ``total`` = steps + 1 rows from step 0).
     """
 
     LINES = 10  # plain lines per run (plus the last step)
 
-    def __init__(self, total: int, initial: int = 0, desc: str = ""):
-        self.total, self.done, self.desc = total, initial, desc
+    def __init__(self, total: int, initial: int = 0, desc: str = "", first_step: int = 1):
+        self.total, self.done, self.desc, self.first_step = total, initial, desc, first_step
         self.stream = console()
         self.every = max(1, -(-total // self.LINES))
         self.bar = None
@@ -158,7 +160,9 @@ class Progress:
         if self.done % self.every == 0 or self.done == self.total:
             rate = (time.monotonic() - self._t0) / max(self.done - self._n0, 1)
             fields = "  ".join(f"{k}={v}" for k, v in postfix.items())
-            print(f"{self.desc}: step {self.done}/{self.total}  {fields}  {rate:.1f} s/step", file=self.stream, flush=True)
+            shift = self.first_step - 1
+            print(f"{self.desc}: step {self.done + shift}/{self.total + shift}  {fields}  {rate:.1f} s/step",
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

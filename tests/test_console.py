@@ -102,3 +102,17 @@ def test_a_ray_run_that_fails_in_an_actor_still_ends_with_its_one_line_error(tmp
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
     # the learner's traceback (Ray Train's "Error in training function") is in its log
     assert any("KeyError" in p.read_text() for p in (tmp_path / "run" / "logs").glob("learner0-*.log"))
+
+
+def test_the_plain_progress_lines_count_steps_from_0_to_run_steps(capsys):
+    """A 3-step run writes 4 rows (step 0, the base model, then steps 1-3): its lines said
+    "step 1/4" ... "step 4/4", the first with step 0's numbers."""
+    from fdpg_ray.console import Progress
+
+    bar = Progress(4, 0, "toy [kl]", first_step=0)
+    for k in range(4):
+        bar.update({"k": str(k)})
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [f"toy [kl]: step {k}/3" for k in range(4)], lines
+    assert lines[0].split("  ")[1] == "k=0"

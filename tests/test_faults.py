@@ -123,6 +123,27 @@ def test_killed_driver_resumes_from_the_last_checkpoint(tmp_path):
     assert df["samples"].diff().iloc[1:].eq(32).all(), df["samples"].tolist()
 
 
+def test_a_killed_local_run_is_marked_failed_and_not_offered_a_resume(tmp_path):
+    """A --local run killed with SIGTERM stayed "running" for good, and a second run into its
+    directory was told to `--resume` it, which --local runs cannot (they keep no checkpoints)."""
+    run_dir = tmp_path / "local"
+    sets = ["--set=run.steps=100000", "--set=run.eval_every=100000", "--set=run.progress=false"]
+    cmd = [sys.executable, "-m", "fdpg_ray.cli", "train", "configs/toy.yaml", "--local", "--run-dir", str(run_dir), *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while 2 not in steps_written(run_dir):
+        assert proc.poll() is None and time.time() - t0 < 300, proc.stderr.read()[-2000:] if proc.poll() is not None else "slow"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "SystemExit" in status["error"], status
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2
+    err = [line for line in again.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" not in err[0], again.stderr[-2000:]
+
+
 def test_resume_restores_every_piece_of_state_exactly(tmp_path):
     """Controller state (Z_hat, baseline, optimizer, schedule, prompts, random state) round-trips:
     4 steps straight equal 2 steps, save, rebuild everything, load, 2 more steps."""

@@ -406,6 +406,13 @@ def test_eval_of_a_conditional_run_refuses_an_uneven_or_too_small_n(n, stopped_r
     one_line_error(capsys, "--n", "2 prompts", "--n 4")
 
 
+def test_eval_refuses_n_zero_instead_of_taking_the_default(stopped_run, capsys):
+    """`--n 0` used to be read as "not given" and 128 samples were drawn without a word."""
+    _, run = stopped_run
+    assert main(["eval", str(run), "--n", "0"]) == 2
+    one_line_error(capsys, "--n", "0 samples")
+
+
 def test_eval_refuses_a_run_whose_prompts_file_changed(stopped_run, capsys):
     d, run = stopped_run
     f = d / "prompts.jsonl"

@@ -640,7 +640,7 @@ class Controller:
             self.sink.truncate(self.step)
         bar = None
         if cfg.run.progress and self.world.rank == 0:
-            bar = Progress(cfg.run.steps + 1, self.step, f"{cfg.run.name} [{self.divergence.name}]")
+            bar = Progress(cfg.run.steps + 1, self.step, f"{cfg.run.name} [{self.divergence.name}]", first_step=0)
         rows = []
         while self.step <= cfg.run.steps:
             update = self.step < cfg.run.steps

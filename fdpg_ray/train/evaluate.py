@@ -57,7 +57,7 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
         check_inputs(cfg, run_dir, "eval", "restore it to evaluate this run on what it trained on")
     contexts = run_contexts(cfg)
     P = len(contexts)
-    n = n or cfg.eval.samples
+    n = cfg.eval.samples if n is None else n
     if P == 1 and n < 2:
         raise ConfigError(f"--n: must be >= 2, got {n}")
     if n % P or n // P < 2:
