@@ -47,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="print samples from a model")
     s.add_argument("model", help="bundled:gpt2-tiny, smollm2, toy, a run directory or its final/ folder (samples "
                    "continue the run's prompts), a local path")
-    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--n", type=int, default=8, help="samples to print (default 8), spread over the contexts")
     s.add_argument("--max-new-tokens", type=int, default=None,
                    help="new tokens per sample (default: the run's model.max_new_tokens, else 40)")
-    s.add_argument("--prompt", default="")
+    s.add_argument("--prompt", default="", help="text the samples continue (default: a run's own contexts, else BOS alone)")
     s.add_argument("--backend", choices=["hf", "vllm"], default="hf")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0); the same seed gives the same samples")
     s.add_argument("--debug", action="store_true")
     q = sub.add_parser("qrs", help="quasi-rejection sampling: approximate samples of the target p itself")
     q.add_argument("model", metavar="MODEL_OR_RUN_DIR", help="the proposal: a run directory (its final/) or any model spec")
