@@ -202,6 +202,7 @@ def train_local(cfg, run_dir: Path) -> dict:
     # so that the run is marked failed below instead of staying "running" for good.
     main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
+    controller = None
     try:
         record_start(cfg, run_dir)
         with output_to_log(run_dir, "local"):  # the libraries' output: RUN_DIR/logs/ (fdpg_ray.console)
@@ -221,6 +222,8 @@ def train_local(cfg, run_dir: Path) -> dict:
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+        if controller is not None:
+            controller.rollout.close()  # the in-process engine stops here, not at some later GC
 
 
 def _exit_on_sigterm(signum, frame):

@@ -52,6 +52,14 @@ class LocalRollout:
 
         self.sampler.load_weights(dict(iter_named(named_tensors)))
 
+    def close(self) -> None:
+        """Stop an in-process vLLM engine now.  Left to the garbage collector, an old engine's
+        teardown can run while the next engine of the same process starts and destroy its
+        parallel groups ("pipeline model parallel group is not initialized")."""
+        shutdown = getattr(self.sampler, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
 
 def build_local(cfg: Config, sink=None):
     """(controller, scorer) wired in-process."""
