@@ -20,7 +20,7 @@ SETS = {"run.steps": 2, "learner.batch_size": 16, "learner.micro_batch_size": 16
 MAX_LINES = 40  # issue 13's goal for `make demo` after installation
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def second_ray_instance():
     """A second Ray instance on the machine while the runs start their own, as when a user runs
     two jobs or a sweep beside a run (Ray Train's PlacementGroupCleaner warned once a second on
@@ -60,7 +60,7 @@ def console_lines(out: subprocess.CompletedProcess) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not any(tag in line for tag in RAY_SYSTEM)]
 
 
-def test_a_ray_run_prints_its_bar_and_table_and_logs_the_libraries_to_the_run_dir(tmp_path):
+def test_a_ray_run_prints_its_bar_and_table_and_logs_the_libraries_to_the_run_dir(tmp_path, second_ray_instance):
     out = run_cli(tmp_path)
     lines = console_lines(out)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -88,7 +88,7 @@ def boom(tmp_path):
     return d
 
 
-def test_a_ray_run_that_fails_in_an_actor_still_ends_with_its_one_line_error(tmp_path, boom):
+def test_a_ray_run_that_fails_in_an_actor_still_ends_with_its_one_line_error(tmp_path, boom, second_ray_instance):
     """The scorer raises inside its Ray actor (found at run time, not at preflight): the
     tracebacks go to RUN_DIR/logs/, the console ends with the one-line error, exit code 2,
     and the run is marked failed."""
