@@ -187,7 +187,10 @@ def _check_command_output(summary, rows, exact, log_q, n):
         truth = summary["exact_acceptance_rate" if key == "expected_acceptance_rate" else f"exact_{key}"]
         assert abs(summary[key] - truth) < 4 * summary[f"{key}_se"], (key, summary)
     assert abs(summary["acceptance_rate"] - summary["exact_acceptance_rate"]) < 4 * summary["acceptance_rate_se"]
-    assert summary["exact_tv"] == pytest.approx(Q.exact(exact.log_P, log_q, summary["log_beta"])["exact_tv"], rel=1e-6)
+    # log q is computed in float32 by the model, here and in the command's own process; the
+    # two reductions may differ in order (thread count, CPU features), which moved exact_tv by
+    # a relative 6e-6 on CI. 1e-4 still catches a wrong formula or a wrong beta.
+    assert summary["exact_tv"] == pytest.approx(Q.exact(exact.log_P, log_q, summary["log_beta"])["exact_tv"], rel=1e-4)
     # the accepted samples follow p_beta: chi-square over 5 cells (99.9% quantile ~18.5 at 4 df)
     log_m = torch.minimum(log_q, exact.log_P - summary["log_beta"])
     stat, df = _chi_square_by_d_count(rows, log_m - torch.logsumexp(log_m, 0), exact)
