@@ -20,12 +20,15 @@ from fdpg_ray.errors import is_user_error
 from fdpg_ray.train.preflight import preflight
 
 
-def _add_common(p):
+VERBOSE_RUN = "show Ray's, vLLM's and torch's output live (by default it goes to RUN_DIR/logs/)"
+VERBOSE_ONE_PROCESS = "show transformers' and vLLM's info messages and progress bars (hidden by default)"
+
+
+def _add_common(p, verbose_help: str = VERBOSE_RUN):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by its dotted path, e.g. --set learner.lr=1e-5")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's, vLLM's and torch's output live (by default it goes to RUN_DIR/logs/)")
+    p.add_argument("--verbose", action="store_true", help=verbose_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("target", metavar="RUN_DIR_OR_MODEL")
     e.add_argument("--config", help="config whose target to use (default: the run's config.yaml)")
     e.add_argument("--n", type=int, default=None, help="samples (default eval.samples)")
-    _add_common(e)
+    _add_common(e, VERBOSE_ONE_PROCESS)
     s = sub.add_parser("sample", help="print samples from a model")
     s.add_argument("model", help="bundled:gpt2-tiny, smollm2, toy, a run directory or its final/ folder (samples "
                    "continue the run's prompts), a local path")
@@ -64,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n", type=int, default=1024, help="proposals drawn (default 1024); about n * acceptance are kept")
     q.add_argument("--out", help="JSONL file for the accepted samples (default: none written)")
     q.add_argument("--local", action="store_true", help="one process, no Ray (same sampling and scoring code)")
-    _add_common(q)
+    _add_common(q, VERBOSE_ONE_PROCESS)
     sw = sub.add_parser("sweep", help="Ray Tune sweep over config fields (see configs/sweeps/)")
     sw.add_argument("sweep", help="sweep YAML")
     sw.add_argument("--resume", action="store_true", help="resume an interrupted sweep, skipping finished trials")
     sw.add_argument("--sweep-dir", help="where to write the sweep (default: sweeps/NAME)")
-    _add_common(sw)
+    _add_common(sw, "show Ray's, Ray Tune's, vLLM's and torch's output live (by default it goes to each "
+                "trial's RUN_DIR/logs/ and Tune's own files)")
     r = sub.add_parser("report", help="render a sweep's tables and plots (Markdown + PNG)")
     r.add_argument("sweep_dir")
     r.add_argument("--out", help="Markdown file (default SWEEP_DIR/report.md)")
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[VERBOSE_ENV] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    quiet_libraries()
+    if not getattr(args, "verbose", False):
+        quiet_libraries()
     try:
         return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "qrs": cmd_qrs,
                 "sweep": cmd_sweep, "report": cmd_report}[args.command](args)

@@ -19,7 +19,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, TypeAdapter,
                       ValidationError, ValidationInfo, field_validator, model_validator)
 
-from fdpg_ray.errors import ConfigError, NestedInvalid, one_line  # ConfigError: defined low so every layer can raise it; re-exported here
+from fdpg_ray.errors import ConfigError, NestedInvalid, one_line, unknown_key  # ConfigError: defined low so every layer can raise it; re-exported here
 
 
 def _integer(v):
@@ -420,7 +420,11 @@ def set_dotted(data: dict, key: str, value) -> None:
         if cls is list or cls is dict:  # inside target.constraints: free-form mappings
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"{key}: '{part}' is not an index of this list (it has {len(node)} items)")
+                    n = len(node)
+                    span = f"indices 0 to {n - 1}" if n else "no index is valid"
+                    fix = "add it in the config file first" if part.isdigit() else "give a number"
+                    raise ConfigError(f"{'.'.join(parts[:i + 1])}: not an element of this list: it has {n} "
+                                      f"element{'' if n == 1 else 's'} ({span}); {fix}")
                 if last:
                     node[int(part)] = value
                     return
@@ -433,8 +437,7 @@ def set_dotted(data: dict, key: str, value) -> None:
             continue
         field = _field(cls, part)
         if field is None:
-            valid = ", ".join(sorted(getattr(cls, "model_fields", ()))) or "(none)"
-            raise ConfigError(f"{key}: unknown key '{part}'; valid keys here: {valid}")
+            raise ConfigError(unknown_key(".".join(parts[:i + 1]), part, getattr(cls, "model_fields", ())))
         cls = typing.get_origin(field) or field
         if last:
             node[part] = value

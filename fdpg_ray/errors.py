@@ -31,6 +31,18 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(e, (ValueError, RuntimeError)) and str(e).startswith(("scorer", "target", "--"))
 
 
+def unknown_key(name: str, key: str, valid, what: str = "", tag: str = "") -> str:
+    """The one line for a key that is not a field: ``<name>: unknown <what>key '<key>'<tag>
+    (did you mean '<closest>'?); valid keys: <valid, in declaration order>`` -- the same words
+    for a YAML file, ``--set`` and a sweep file.  ``name``: the dotted field, ending in the key."""
+    import difflib
+
+    valid = list(valid)
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{name}: unknown {what}key '{key}'{tag}{hint}; valid keys: {', '.join(valid) or '(none)'}"
+
+
 class NestedInvalid(ValueError):
     """Raised by a validator that checked a value against ``model`` and found ``err`` (a pydantic
     ValidationError): :func:`one_line` names the fields below the validated field."""
@@ -128,7 +140,7 @@ def one_line(err, model, where: str = "") -> str:
         tag = holder.model_fields.get("kind")
         tag = f" for kind '{tag.annotation.__args__[0]}'" if tag is not None and holder is not model else ""
         what = f"{holder.model_config['title']} " if holder.model_config.get("title") else ""  # 'unknown sweep key'
-        return f"{name}: unknown {what}key{tag}; valid keys: {', '.join(holder.model_fields)}"
+        return unknown_key(name, e["loc"][-1], holder.model_fields, what, tag)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         got = f"unknown kind {ctx['tag']!r}" if "tag" in ctx else "missing"
         return f"{name}.kind: {got}; valid kinds: {', '.join(_tags(_unwrap(tp)))}"

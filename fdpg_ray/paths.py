@@ -12,6 +12,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DIR = REPO_ROOT / "models"  # models/gpt2-tiny is committed
+# the sizes `make models` builds (modelbuild/small_models.py's SIZES; a test keeps them equal)
+BUNDLED_SIZES = ("micro", "tiny", "small", "medium")
 
 
 def cache_dir() -> Path:

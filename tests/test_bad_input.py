@@ -58,7 +58,10 @@ CASES = [
     ("scorer kind", ["--set", "target.constraints=[{kind: pointwise, scorer: {kind: magic}}]"], "scorer.kind"),
     ("constraint kind", ["--set", "target.constraints=[{kind: hard, scorer: {kind: word, words: [a]}}]"], "kind"),
     ("reward without beta", ["--set", "target.constraints=[{kind: reward, scorer: {kind: sentiment}}]"], "beta"),
-    ("unknown set key", ["--set", "learner.lrr=1"], "learner.lrr"),
+    ("unknown set key", ["--set", "learner.lrr=1"], "learner.lrr: unknown key 'lrr' (did you mean 'lr'?); valid keys: lr,"),
+    ("no such bundled size", ["--set", "model.path=bundled:gpt2-huge"], "there is no bundled model 'gpt2-huge'; the bundled"),
+    ("list index out of range", ["--set", "target.constraints.5.beta=1"],
+     "target.constraints.5: not an element of this list: it has 1 element (indices 0 to 0)"),
     ("set without =", ["--set", "learner.lr"], "--set"),
     ("backend", ["--set", "rollout.backend=tgi"], "rollout.backend"),
     ("temperature vLLM refuses", ["--set", "rollout.temperature=2.5"], "rollout.temperature"),
@@ -81,6 +84,23 @@ def test_bad_input_before_anything_starts(case, files, capsys, tmp_path, monkeyp
     assert err.startswith("error: ") and "\n" not in err, err
     assert field in err, err
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_unknown_key_reads_the_same_in_a_file_and_in_set(files, capsys, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((root / "configs/amazing.yaml").read_text().replace("\nlearner:\n", "\nlearner:\n  lrr: 1\n", 1))
+    assert main(["train", str(cfg), "--run-dir", str(tmp_path / "a")]) == 2
+    from_file = capsys.readouterr().err.strip()
+    assert main(["train", str(root / "configs/amazing.yaml"), "--set", "learner.lrr=1", "--run-dir", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip() == from_file
+
+
+def test_bundled_sizes_are_the_sizes_the_builder_knows():
+    from fdpg_ray.paths import BUNDLED_SIZES
+    from modelbuild.small_models import SIZES
+
+    assert BUNDLED_SIZES == tuple(SIZES)
 
 
 def test_missing_and_invalid_config_files(files, capsys):

@@ -397,6 +397,9 @@ def test_eval_of_a_conditional_run_continues_its_prompts(stopped_run, capsys):
     assert out["log_z_hat"] == pytest.approx(sum(finite) / len(finite))
     assert len(out["examples"]) == 2 and all(any(e.startswith(p) for p in prompts) for e in out["examples"])
     assert 1.0 <= out["ess_min"] <= out["ess_mean"] <= 4.0 and out["log_z_hat_se"] >= 0.0
+    # 4 samples a context cannot reach an ESS of 30: every importance-sampled figure is flagged
+    assert out["untrusted"][0] == "log_z_hat" and "kl_p_pi" in out["untrusted"] and "30" in out["untrusted_rule"]
+    assert all(out[f"{k}_ess"] < 30 for k in out["untrusted"][1:])
 
 
 @pytest.mark.parametrize("n", ["3", "2"])

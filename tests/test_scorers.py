@@ -330,7 +330,7 @@ def test_callable_validation(user_module, spec, field, match):
         ({"kind": "word", "words": ["ok", ""]}, "words", "entry 1"),
         ({"kind": "word", "words": ["ok", 3]}, "words", "entry 1"),
         ({"kind": "word", "words": ["a"], "case_sensitive": "no"}, "case_sensitive", "true or false"),
-        ({"kind": "word", "words": ["a"], "mode": "any"}, "mode", "unknown key for kind 'word'"),
+        ({"kind": "word", "words": ["a"], "mode": "any"}, "mode", "unknown key 'mode' for kind 'word'"),
         ({"kind": "word", "words": ["a"], "name": ""}, "name", "non-empty string"),
         ({"kind": "word", "words": ["a"], "name": 5}, "name", "non-empty string"),
         ({"kind": "regex"}, "pattern", "missing"),

@@ -45,9 +45,9 @@ def base_sweep(**extra) -> dict:
 
 @pytest.mark.parametrize("body, expected", [
     ({"grid": {}}, "grid: empty search space"),
-    ({"grid": {"divergence": ["kl"]}, "gird": {}}, "gird: unknown sweep key"),
-    ({"grid": {"learner.lrr": [1e-4]}}, "grid.learner.lrr: unknown key 'lrr'; valid keys here:"),
-    ({"grid": {"nope": [1]}}, "grid.nope: unknown key 'nope'; valid keys here:"),
+    ({"grid": {"divergence": ["kl"]}, "gird": {}}, "gird: unknown sweep key 'gird' (did you mean 'grid'?)"),
+    ({"grid": {"learner.lrr": [1e-4]}}, "grid.learner.lrr: unknown key 'lrr' (did you mean 'lr'?); valid keys:"),
+    ({"grid": {"nope": [1]}}, "grid.nope: unknown key 'nope'; valid keys:"),
     ({"random": {"learner.foo": {"uniform": [0, 1]}}}, "random.learner.foo: unknown key 'foo'"),
     ({"grid": {"divergence": []}}, "grid.divergence: expected a non-empty list"),
     ({"random": {"learner.lr": {"logunifrom": [1e-5, 1e-3]}}}, "random.learner.lr: unknown sampler 'logunifrom'"),
@@ -93,7 +93,7 @@ def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
     from tuning.spec import load_sweep
 
     path = write_sweep(tmp_path / "s.yaml", base_sweep(grid={"divergence": ["kl"]}))
-    with pytest.raises(ConfigError, match=r"^set\.learner\.nope: unknown key 'nope'"):
+    with pytest.raises(ConfigError, match=r"^--set learner\.nope: unknown key 'nope'"):
         load_sweep(path, ["learner.nope=1"])
     spec = load_sweep(path, ["learner.lr=0.0003", "max_concurrent_trials=3"])  # run config and sweep fields
     assert spec["set"]["learner.lr"] == 0.0003 and spec["max_concurrent_trials"] == 3
@@ -381,11 +381,20 @@ def test_the_ordering_table_says_when_the_best_divergence_changes_with_size():
     assert "alignment: the order is the same at every size; best at every size: kl." in lines
 
 
-def test_report_without_results_is_one_line(tmp_path):
+def test_report_without_results_is_one_line_that_fits_the_folder(tmp_path):
     from tuning.report import write_report
 
-    with pytest.raises(ConfigError, match=r"^sweep_dir: .* has no results.parquet; run `fdpg-ray sweep` first"):
+    with pytest.raises(ConfigError, match=r"^sweep_dir: .* is not a sweep directory \(no results.parquet\); give"):
         write_report(tmp_path)
+    (tmp_path / "sweep.json").write_text("{}")  # a sweep stopped before its first result: resume it
+    with pytest.raises(ConfigError, match=r"^sweep_dir: .* has no results.parquet yet; finish the sweep with .*--resume"):
+        write_report(tmp_path)
+    run = tmp_path / "run"  # a training run: no sweep advice
+    run.mkdir()
+    (run / "config.yaml").write_text("divergence: kl\n")
+    (run / "metrics.csv").write_text("step\n0\n")
+    with pytest.raises(ConfigError, match=r"^sweep_dir: .* is a training run, not a sweep; its table is in summary"):
+        write_report(run)
 
 
 def test_model_params_from_training_info_or_config():

@@ -219,8 +219,14 @@ def load_results(sweep_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     sdir = Path(sweep_dir)
     path = sdir / "results.parquet"
     if not path.is_file():
-        raise ReportError(f"sweep_dir: '{sdir}' has no results.parquet; run `fdpg-ray sweep` first "
-                          f"(or `fdpg-ray sweep SWEEP.yaml --resume --sweep-dir {sdir}` to finish it)")
+        if (sdir / "config.yaml").is_file() and (sdir / "metrics.csv").is_file():
+            raise ReportError(f"sweep_dir: '{sdir}' is a training run, not a sweep; its table is in summary.json and "
+                              f"its plots in plots/ (`fdpg-ray report` reads a folder written by `fdpg-ray sweep`)")
+        if (sdir / "sweep.json").is_file():  # a sweep that stopped before its first result
+            raise ReportError(f"sweep_dir: '{sdir}' has no results.parquet yet; finish the sweep with "
+                              f"`fdpg-ray sweep SWEEP.yaml --resume --sweep-dir {sdir}`")
+        raise ReportError(f"sweep_dir: '{sdir}' is not a sweep directory (no results.parquet); give the folder "
+                          f"`fdpg-ray sweep` wrote (sweeps/NAME by default)")
     df = pd.read_parquet(path)
     if df.empty:
         raise ReportError(f"sweep_dir: '{sdir}/results.parquet' holds no rows; no trial reported a step yet")

@@ -407,6 +407,11 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
     extra = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     raw.update(kv for kv in extra if kv[0] in SWEEP_SET_KEYS)
     fixed = [kv for kv in extra if kv[0] not in SWEEP_SET_KEYS]
+    for key, _ in fixed:  # named as the user typed them, not as the sweep's `set` they join
+        try:
+            set_dotted({}, key, None)
+        except ConfigError as e:
+            raise SweepError(f"--set {e}") from None
     if fixed and isinstance(raw.get("set") or {}, dict):
         raw["set"] = {**(raw.get("set") or {}), **dict(fixed)}
     raw["name"] = raw.get("name") or p.stem

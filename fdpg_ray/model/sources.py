@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from fdpg_ray.errors import UserInputError
-from fdpg_ray.paths import BUNDLED_DIR, cache_dir
+from fdpg_ray.paths import BUNDLED_DIR, BUNDLED_SIZES, cache_dir
 
 
 
@@ -36,8 +36,13 @@ def resolve_model_path(spec: str) -> str:
         for base in (BUNDLED_DIR, cache_dir() / "models"):
             if (base / name / "config.json").is_file():
                 return str(base / name)
+        size = name.removeprefix("gpt2-")
+        if size not in BUNDLED_SIZES:
+            names = ", ".join(f"bundled:gpt2-{s}" for s in BUNDLED_SIZES)
+            raise ModelError(f"model.path: there is no bundled model '{name}'; the bundled models are {names} "
+                             f"(or give a local model folder or a hub name)")
         raise ModelError(f"model.path: bundled model '{name}' is not built; run `make models` "
-                         f"(or `python -m modelbuild.small_models build --size {name.removeprefix('gpt2-')} "
+                         f"(or `python -m modelbuild.small_models build --size {size} "
                          f"--out {cache_dir() / 'models' / name}`)")
     if spec == "smollm2":
         from .smollm2 import smollm2_path

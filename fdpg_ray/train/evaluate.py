@@ -27,13 +27,16 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     context (k/ESS - 1)/(k - 1), combined over contexts), the effective sample size of the
     weights P/pi per context (``ess_mean``, ``ess_min``; out of ``samples_per_context``),
     ``log_z_hat_per_context``, ``contexts``, ``samples_per_context``,
-    the importance-sampled divergences, alignment, diversity and example texts.
+    the importance-sampled divergences, alignment, diversity and example texts, and
+    ``untrusted``: the keys flagged by the rule of the progress bar and the summary
+    (:func:`fdpg_ray.objective.estimators.untrusted`: effective sample size below MIN_ESS),
+    stated in ``untrusted_rule``.
     A run whose prompts file or model changed since it ran is refused (fdpg_ray.train.fingerprint)."""
     from fdpg_ray.rollout.hf_sampler import HFSampler
 
     from fdpg_ray.train.batch import ScoredBatch
     from fdpg_ray.train.diversity import diversity_metrics
-    from fdpg_ray.objective.estimators import is_metrics
+    from fdpg_ray.objective.estimators import MIN_ESS, ess_too_small, is_metrics, untrusted
     from fdpg_ray.train.preflight import run_contexts
     from fdpg_ray.objective.loss import bos_prompt_ids
     from fdpg_ray.target.scoring import TargetScorer
@@ -105,6 +108,10 @@ def evaluate(target: str, config: str | None = None, n: int | None = None, overr
     out["alignment"] = float(np.mean([np.mean(v) for v in batch.features.values()]))
     out.update(is_metrics(batch.log_P, log_z, log_pi, log_pi, batch.log_a))
     out.update(diversity_metrics(batch.texts, max_refs=64))
+    # the same rule as the progress bar and the summary's '?': estimates not to be trusted
+    out["untrusted"] = ((["log_z_hat"] if ess_too_small(out["ess_min"]) else [])
+                        + [k_ for k_ in list(out) if f"{k_}_ess" in out and untrusted(out, k_)])
+    out["untrusted_rule"] = f"effective sample size below {MIN_ESS:.0f} (log_z_hat: the smallest over contexts)"
     out["examples"] = ([c + t for c, t in zip(batch.contexts, batch.texts)][::k][:4] if P > 1
                        else batch.texts[:4])
     return out
