@@ -5,6 +5,7 @@ collect the results (:mod:`tuning.results`)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -115,6 +116,10 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
     if is_eval_metric(spec["metric"]):
         # measured at evaluation steps only: Tune must accept the steps without it
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if not verbose():
+        # Tune's TensorBoard logger (in this process) warns "NaN or Inf found in input tensor."
+        # for every step without an evaluation (NaN = not measured at that step, by design)
+        logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     fn = trainable(spec)
     if resume:
         # Finished trials are kept as they are; unfinished and errored ones start again and
