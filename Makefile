@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/logprob_memory.py
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/e2e.py --scaling
+	$(BIN)/python benchmarks/se_coverage.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -256,6 +256,19 @@ def test_untrusted_estimates_are_flagged_in_the_progress_bar_and_the_summary(tmp
     assert lines["?"].startswith("? not to be trusted: effective sample size below 30")
 
 
+def test_base_pool_estimates_are_flagged_below_the_base_batch_size_their_coverage_was_checked_at():
+    """benchmarks/se_coverage.py: with fewer than 4096 base samples, a fifth or more of the
+    kl_p_pi_base-type estimates lay beyond 3 SE on the exact task, at ESS well above 30."""
+    from fdpg_ray.objective.estimators import MIN_BASE_SAMPLES, untrusted
+
+    row = {"kl_p_pi_base": 1.0, "kl_p_pi_base_se": 0.05, "kl_p_pi_base_ess": 120.0, "kl_p_pi": 1.0,
+           "kl_p_pi_se": 0.1, "kl_p_pi_ess": 120.0, "tv_p_pi_base": 0.3, "tv_p_pi_base_ess": 120.0}
+    small, full = dict(row, base_samples=256.0), dict(row, base_samples=float(MIN_BASE_SAMPLES))
+    assert untrusted(small, "kl_p_pi_base") and untrusted(small, "tv_p_pi_base")
+    assert not untrusted(full, "kl_p_pi_base") and not untrusted(full, "tv_p_pi_base")
+    assert not untrusted(small, "kl_p_pi")  # policy-sample estimates keep the ESS rule alone
+
+
 def test_pooled_mis_divergence_matches_the_kl_estimator_and_is_calibrated():
     from fdpg_ray.objective.estimators import mis_divergence
 

@@ -533,7 +533,8 @@ class Controller:
         Returns kl_p_pi_base with _se and _ess, log_z_base (the same pool's estimate of
         log Z, mean over contexts) with _se and _ess, and tv_p_pi_base, js_p_pi_base and
         divergence_base (the run's D_f) from the same pool (:func:`~fdpg_ray.objective.estimators.mis_divergence`);
-        nats.  kl_p_pi_base is the number to compare runs by.
+        nats; and base_samples, the size of the fixed base batch (count).  kl_p_pi_base is the
+        number to compare runs by.
         """
         *pool, keys = self._base_pool(batch, policy)
         out = mis_kl_p_pi(*pool, keys)
@@ -544,6 +545,7 @@ class Controller:
                           ("divergence_base", self.divergence)):
             d = mis_divergence(*pool, div, keys, p_has_zeros=self.p_has_zeros())
             res.update(zip(estimate_columns(name), (d["value"], d["se"], d["ess"])))
+        res["base_samples"] = float(len(self.base_batch))  # below MIN_BASE_SAMPLES these are flagged
         return res
 
     # ---- the whole run --------------------------------------------------------------
@@ -675,7 +677,8 @@ class Controller:
 
 def flagged(m: dict, key: str, fmt: str = ".3f") -> str:
     """``m[key]`` formatted, with '?' appended when the estimate is not to be trusted
-    (:func:`fdpg_ray.objective.estimators.untrusted`: ESS below 30 or a failed mass check)."""
+    (:func:`fdpg_ray.objective.estimators.untrusted`: ESS below 30, a failed mass check, or a
+    base batch below 4096 samples for the base-pool estimates)."""
     value = format(m[key], fmt)
     return value + "?" if untrusted(m, key) else value
 

@@ -164,6 +164,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("feature_<name>", "E_π[feature] of one constraint of the target, over the step's batch", "score",
            "plain mean", tune=True, condition="one per constraint"),
     # -- evaluation steps ---------------------------------------------------------------------
+    Metric("base_samples", "size of the fixed base-model batch in the pool of kl_p_pi_base (max(target.fit_samples, "
+           "eval.base_samples)); below 4096 the pool's estimates are flagged '?'", "count", "state", when="eval"),
     Metric("log_z_base", "log Z by multiple importance sampling over the pool of kl_p_pi_base, mean over "
            "contexts", "nats", _IS, when="eval", se=True),
     Metric("tv_p_pi_base", "TV(p, π) on the pool of kl_p_pi_base", "share", _IS, "lower", when="eval", se=True,
@@ -303,7 +305,9 @@ def markdown() -> str:
              "Every column of a run's `metrics.csv` (one row per step). Metrics marked *SE, ESS* also have "
              "`<name>_se` (standard error, same unit) and `<name>_ess` (Kish effective sample size "
              "(Σw)²/Σw² of the weights it uses, a count); an estimate with ESS below 30 is marked `?` in "
-             "the progress bar and the before/after table (docs/design.md, \"Metrics\"). *Sweep*: a sweep may "
+             "the progress bar and the before/after table, and so are the estimates on kl_p_pi_base's pool when "
+             "the base batch (`base_samples`) has fewer than 4096 samples (docs/design.md, \"Metrics\"; "
+             "docs/estimators.md, \"Coverage\"). *Sweep*: a sweep may "
              "optimise it (`metric:` in a sweep file); eval-only metrics cannot drive a scheduler.", "",
              "| name | meaning | unit | estimate | better | when | label | sweep |",
              "|---|---|---|---|---|---|---|---|"]

@@ -71,7 +71,7 @@ def before_after_text(run_dir: str | Path) -> str:
     """The before/after table as printed at the end of a run: each importance-sampled value
     as ``estimate +- SE``, marked ``?`` when its effective sample size is below
     :data:`fdpg_ray.objective.estimators.MIN_ESS`, with a footnote saying why."""
-    from fdpg_ray.objective.estimators import MAX_MASS_ERROR, MIN_ESS, untrusted
+    from fdpg_ray.objective.estimators import MAX_MASS_ERROR, MIN_BASE_SAMPLES, MIN_ESS, untrusted
 
     df = pd.read_csv(Path(run_dir) / "metrics.csv")
     table = before_after(run_dir)
@@ -92,5 +92,6 @@ def before_after_text(run_dir: str | Path) -> str:
     out = pd.DataFrame(cells, index=table.index).to_string()
     if flagged:
         out += (f"\n? not to be trusted: effective sample size below {MIN_ESS:.0f} (k3 also when its samples' "
-                f"share of a's mass is further than {MAX_MASS_ERROR} from 1)")
+                f"share of a's mass is further than {MAX_MASS_ERROR} from 1; *_base also when the base batch has "
+                f"fewer than {MIN_BASE_SAMPLES} samples: docs/estimators.md)")
     return out
