@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from fdpg_ray.console import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
+    if not sys.stderr.isatty():
+        # Ray colours the "(NAME pid=...)" prefix of every line it relays, terminal or not: in a
+        # file or a CI log the colour codes are noise.  The prefix itself stays (docs/design.md, "Console").
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not getattr(args, "verbose", False):

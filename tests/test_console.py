@@ -67,6 +67,8 @@ def test_a_ray_run_prints_its_bar_and_table_and_logs_the_libraries_to_the_run_di
     text = "\n".join(lines)
     assert len(lines) <= MAX_LINES, f"{len(lines)} lines:\n{text}\n--- everything:\n{out.stdout}{out.stderr}"
     assert "amazing [js]" in text and "kl_p_pi_base" in text and "final model:" in text, text  # bar and table
+    # not a terminal: Ray's relay prefix "(RayTrainWorker pid=...)" comes without colour codes
+    assert "\x1b[" not in out.stdout + out.stderr, [line for line in lines if "\x1b[" in line][:3]
     for noise in ("Reporting training result", "vllm", "Loading weights", "FutureWarning"):
         assert noise not in text, f"{noise!r} reached the console:\n{text}"
     logs = tmp_path / "run" / "logs"
