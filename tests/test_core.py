@@ -255,5 +255,5 @@ def test_missing_config_file():
 def test_set_reaches_into_constraint_lists():
     cfg = load_config("configs/sentiment.yaml", ["target.constraints.0.beta=0.1"])
     assert cfg.target.constraints[0]["beta"] == 0.1
-    with pytest.raises(ConfigError, match="not an index"):
+    with pytest.raises(ConfigError, match=r"^target\.constraints\.5: not an element of this list: it has 1 element \(indices 0 to 0\)"):
         load_config("configs/sentiment.yaml", ["target.constraints.5.beta=0.1"])
