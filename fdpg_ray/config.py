@@ -140,8 +140,9 @@ class TargetConfig(_Section):
     """
     # Each constraint: {kind: pointwise|distributional|reward, scorer: {...}, moment?, beta?, lam?}
     constraints: Annotated[list, _checked(list[Constraint])] = Field(default_factory=list)
-    # Base-model samples used to fit lambdas, seed Z_hat and estimate kl_p_pi_base; conditional
-    # targets spread them over every prompt, at least 8 per prompt (docs/design.md).
+    # Base-model samples used to fit lambdas, seed Z_hat and estimate kl_p_pi_base: the base batch
+    # has max(fit_samples, eval.base_samples) of them; conditional targets spread them over every
+    # prompt, at least 8 per prompt (docs/design.md).
     fit_samples: PosInt = 1024
     # Toy task only: exact p, Z and divergences by enumeration.
     exact: bool = False
@@ -246,15 +247,16 @@ class EvalConfig(_Section):
     n_texts: Int = 8               # sample texts kept in metrics / printed
     # Base-model samples kept as the fixed evaluation set of kl_p_pi_base (drawn at the start
     # with the lambda-fit batch: max(target.fit_samples, eval.base_samples) samples of a).
-    # 4096: on the RLHF-like toy task (weights P/a up to e^8) the SE of kl_p_pi_base at pi = a
-    # was too small in 30% of runs at 1280 samples and in 2.5% at 4096 (docs/estimators.md).
+    # 4096: on the RLHF-like toy task (weights P/a up to e^8) kl_p_pi_base at pi = a lay beyond
+    # 3 SE in 21-41% of batches of 64-1024 samples and in 3.7% at 4096; below 4096 the base-pool
+    # estimates are flagged (estimators.MIN_BASE_SAMPLES; docs/estimators.md, "Coverage").
     base_samples: PosInt = 4096
 
 
 class RayConfig(_Section):
     """``ray.*``: the cluster address (None: start a local instance) and a local instance's logical CPUs."""
     address: Optional[Str] = None     # None: start a local instance; "auto" or ray://... for clusters
-    num_cpus: Optional[Float] = 8     # logical CPUs for a local instance (see SPEC §3); None: detect
+    num_cpus: Optional[Float] = 8     # logical CPUs for a local instance (docs/design.md); None: detect
 
 
 class Config(_Section):

@@ -4,7 +4,7 @@ f-DPG's estimators (the gradient of Theorem 1, Z_hat, every importance-sampled m
 assume that the samples of a step are independent of each other and of every other
 step's.  Integer seeds that differ by small amounts break that on vLLM: with ``n > 1``
 and a request seed ``s``, vLLM gives child ``j`` the seed ``s + j``, so step seeds
-``s, s+1, ...`` made each batch re-draw most of the previous one (SPEC §3).
+``s, s+1, ...`` made each batch re-draw most of the previous one (issue 10; docs/study.md §1).
 
 Every seed is therefore the hash of its whole path through :class:`numpy.random.SeedSequence`
 (``derive_seed(run_seed, STEP, k)``, then per rollout actor, then per prompt), 63 bits

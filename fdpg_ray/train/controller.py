@@ -574,14 +574,14 @@ class Controller:
             from fdpg_ray.target.energy import TargetError
 
             raise TargetError(f"target: none of the {len(info['log_P'])} initial samples has P(x) > 0 (Z_hat = 0); "
-                              f"raise target.fit_samples or soften the constraint")
+                              f"raise eval.base_samples or soften the constraint")
         self.log_partition.update(info["log_P"], info["log_q"], info["contexts"] if self.prompts.conditional else None)
 
     def base_plan(self) -> tuple[list[str], list[list[int]], int]:
         """(contexts, prompt ids, samples per context) of the base batch drawn from a at the start.
 
-        Unconditional: ``target.fit_samples`` samples of the one prompt.  Conditional: every
-        prompt of the file (after ``prompts.limit``), each with max(ceil(fit_samples / C),
+        n = max(``target.fit_samples``, ``eval.base_samples``).  Unconditional: n samples of the
+        one prompt.  Conditional: every prompt of the file (after ``prompts.limit``), each with max(ceil(n / C),
         MIN_BASE_SAMPLES_PER_CONTEXT) samples, so that the lambda fit, the initial Z_hat_c and
         kl_p_pi_base cover every context the run trains and evaluates on (docs/design.md).
         Does not move the prompt cursor: step 0 starts at the first prompt."""
