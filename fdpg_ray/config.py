@@ -588,8 +588,9 @@ def check_counts(cfg: Config, n_prompts: int | None = None) -> None:
     per step, samples per prompt, target.fit_samples, learner workers and micro-batches.
 
     ``n_prompts``: how many prompts the prompts file holds (after prompts.limit), when known.
-    Every rule keeps the number of samples a step trains on exactly ``learner.batch_size``
-    (and the base sample exactly ``target.fit_samples``) and every backend call at n >= 1."""
+    Every rule keeps the number of samples a step trains on exactly ``learner.batch_size`` and
+    every backend call at n >= 1.  The base batch needs no rule: it covers every prompt of the
+    file with max(ceil(n / C), 8) samples each (Controller.base_plan)."""
     b, w = cfg.learner.batch_size, cfg.learner.num_workers
     if b % w:
         raise ConfigError(f"learner.batch_size: {b} is not divisible by learner.num_workers={w}; use a multiple")
@@ -599,9 +600,6 @@ def check_counts(cfg: Config, n_prompts: int | None = None) -> None:
     if b % k:
         raise ConfigError(f"prompts.per_step: learner.batch_size={b} is not divisible by "
                           f"prompts.per_step={k}; use a divisor")
-    if cfg.target.fit_samples % k:
-        raise ConfigError(f"target.fit_samples: {cfg.target.fit_samples} is not divisible by prompts.per_step={k} "
-                          f"(the base sample is spread evenly over the step's prompts); use a multiple of {k}")
     if n_prompts is not None and n_prompts < k:
         raise ConfigError(f"prompts.per_step: {k} prompts per step but '{Path(cfg.prompts.file).name}' holds "
                           f"{n_prompts}{' (after prompts.limit)' if cfg.prompts.limit is not None else ''}; "

@@ -257,3 +257,11 @@ def test_set_reaches_into_constraint_lists():
     assert cfg.target.constraints[0]["beta"] == 0.1
     with pytest.raises(ConfigError, match=r"^target\.constraints\.5: not an element of this list: it has 1 element \(indices 0 to 0\)"):
         load_config("configs/sentiment.yaml", ["target.constraints.5.beta=0.1"])
+
+
+def test_fit_samples_need_not_divide_by_the_prompts_of_a_step():
+    """The base batch covers every prompt of the file, max(ceil(n / C), 8) samples each
+    (Controller.base_plan), so target.fit_samples is not tied to prompts.per_step (a rule of
+    an older layout that refused e.g. 100 with 8 prompts a step)."""
+    cfg = load_config("configs/prompts.yaml", ["target.fit_samples=100"])
+    assert cfg.target.fit_samples == 100 and cfg.prompts.per_step == 8
