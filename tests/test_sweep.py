@@ -280,10 +280,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, 
     Ctrl-C while its second trial runs; --resume finishes that one and leaves the first."""
     from tuning.sweep import run_sweep
 
-    # eval every 2nd step: step 1 reports its evaluation metrics as NaN (not measured), which
-    # Tune's TensorBoard logger used to print a warning about, on the sweep's console
-    path = write_sweep(tmp_path / "s.yaml", base_sweep(name="interrupted", grid={"divergence": ["kl", "tv"]},
-                                                       set={**FAST, "run.eval_every": 2}))
+    path = write_sweep(tmp_path / "s.yaml", base_sweep(name="interrupted", grid={"divergence": ["kl", "tv"]}))
     sweep_dir = tmp_path / "out"
     env = dict(os.environ, RAY_ADDRESS=ray_local.get_runtime_context().gcs_address, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([str(BIN / "fdpg-ray"), "sweep", str(path), "--sweep-dir", str(sweep_dir)], env=env,
@@ -305,7 +302,6 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_local, 
             proc.kill()
             proc.wait()
     assert "unfinished trials remain" in out, out[-3000:]
-    assert "NaN or Inf found" not in out, out[-3000:]
     assert not (second / "status.json").is_file() or \
         json.loads((second / "status.json").read_text())["state"] != "finished"
     first_mtime = (first / "metrics.csv").stat().st_mtime_ns
