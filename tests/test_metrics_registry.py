@@ -157,3 +157,13 @@ def test_estimate_columns_come_from_the_registry():
     for bad in ("loss", "no_such_metric"):  # no standard error / not registered
         with pytest.raises(KeyError):
             M.estimate_columns(bad)
+
+
+def test_the_registry_states_the_flag_thresholds_the_estimators_use():
+    """metrics.py imports nothing of the project (no torch), so the thresholds are written out
+    in its text; they must be the ones fdpg_ray.objective.estimators applies."""
+    from fdpg_ray.objective.estimators import MIN_BASE_SAMPLES, MIN_ESS
+
+    assert f"below {MIN_BASE_SAMPLES}" in M.BY_NAME["base_samples"].meaning
+    text = M.markdown()
+    assert f"ESS below {MIN_ESS:.0f}" in text and f"fewer than {MIN_BASE_SAMPLES} samples" in text
