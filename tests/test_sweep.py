@@ -99,6 +99,22 @@ def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
     assert spec["set"]["learner.lr"] == 0.0003 and spec["max_concurrent_trials"] == 3
 
 
+def test_set_grid_axis_replaces_its_values(tmp_path):
+    from tuning.spec import load_sweep
+
+    # one task of the NL study's two: the trials are those of gender only
+    nl = load_sweep(ROOT / "configs" / "sweeps" / "study_nl.yaml", ["grid.task=[gender]", "grid.run.seed=[1]"])
+    assert nl["grid"]["task"] == ["gender"] and list(nl["tasks"]) == ["gender"] and nl["grid"]["run.seed"] == [1]
+    assert nl["grid"]["divergence"] == ["kl", "rkl", "tv", "js"]
+    path = write_sweep(tmp_path / "s.yaml", base_sweep(grid={"divergence": ["kl"]}))
+    with pytest.raises(ConfigError, match=r"^--set grid\.run\.seed: 'run\.seed' is not an axis .*its axes: divergence"):
+        load_sweep(path, ["grid.run.seed=[0,1]"])
+    with pytest.raises(ConfigError, match=r"^--set grid\.divergence: got 'js'; give a non-empty list"):
+        load_sweep(path, ["grid.divergence=js"])
+    with pytest.raises(ConfigError, match=r"unknown divergence 'nope'.*in the trial with divergence=nope"):  # checked as in the file
+        load_sweep(path, ["grid.divergence=[nope]"])
+
+
 def test_per_value_settings_follow_their_grid_value(tmp_path):
     from tuning.spec import spec_hash, build_config, load_sweep
 

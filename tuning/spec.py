@@ -397,8 +397,9 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
     """Read and validate a sweep file (:class:`SweepSpec`); returns the resolved spec (plain data:
     its fields, ``base`` or ``tasks`` as absolute paths, ``sweep_file`` and ``max_steps``).
 
-    ``overrides`` (``--set``) are added to the sweep's ``set``, or replace a sweep-level field
-    (:data:`SWEEP_SET_KEYS`). Every problem is a :class:`SweepError` whose message is one line
+    ``overrides`` (``--set``) are added to the sweep's ``set``, replace a sweep-level field
+    (:data:`SWEEP_SET_KEYS`), or, as ``grid.<axis>=[...]``, replace the values of one existing
+    grid axis (e.g. ``--set grid.task=[gender]`` runs one task of a multi-task sweep). Every problem is a :class:`SweepError` whose message is one line
     naming the field."""
     p = Path(path)
     raw = read_mapping(p, "sweep", "pass the path of a sweep YAML (see configs/sweeps/)", " (name, base, grid, ...)",
@@ -406,7 +407,10 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
 
     extra = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     raw.update(kv for kv in extra if kv[0] in SWEEP_SET_KEYS)
-    fixed = [kv for kv in extra if kv[0] not in SWEEP_SET_KEYS]
+    for key, value in extra:
+        if key.startswith("grid."):
+            _replace_grid_axis(raw, key[len("grid."):], value)
+    fixed = [kv for kv in extra if kv[0] not in SWEEP_SET_KEYS and not kv[0].startswith("grid.")]
     for key, _ in fixed:  # named as the user typed them, not as the sweep's `set` they join
         try:
             set_dotted({}, key, None)
@@ -429,6 +433,17 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
                          f"reports run.steps + 1 = {reports} iterations) before they save their model; leave it out "
                          f"or use more than {reports}")
     return spec
+
+
+def _replace_grid_axis(raw: dict, axis: str, values) -> None:
+    """``--set grid.<axis>=[...]``: replace the values of an axis the sweep's grid already has."""
+    grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
+    if axis not in grid:
+        raise SweepError(f"--set grid.{axis}: '{axis}' is not an axis of this sweep's grid; its axes: "
+                         f"{', '.join(grid) or '(none)'} (add new axes in the sweep YAML)")
+    if not isinstance(values, list) or not values:
+        raise SweepError(f"--set grid.{axis}: got {values!r}; give a non-empty list, e.g. grid.{axis}=[a,b]")
+    grid[axis] = values
 
 
 def _bases(sweep: SweepSpec, sweep_file: Path) -> tuple[str | None, dict | None]:
