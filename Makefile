@@ -34,12 +34,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch, transformers, ray, vllm, fdpg_ray; print('installed: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
-# The bundled small/medium models (models/gpt2-tiny is committed).
+# The bundled small/medium models (models/gpt2-tiny is committed), built into the project's
+# cache ($FDPG_RAY_CACHE, else .cache; fdpg_ray/paths.py), where `bundled:gpt2-small` looks.
 # Each is built once (about 7 and 17 minutes on 2 cores) and then found by its config.json.
-models: .cache/models/gpt2-small/config.json .cache/models/gpt2-medium/config.json
+CACHE := $(or $(FDPG_RAY_CACHE),.cache)
+models: $(CACHE)/models/gpt2-small/config.json $(CACHE)/models/gpt2-medium/config.json
 
-.cache/models/gpt2-%/config.json: | $(STAMP)
-	$(BIN)/python -m modelbuild.small_models build --size $* --out .cache/models/gpt2-$*
+$(CACHE)/models/gpt2-%/config.json: | $(STAMP)
+	$(BIN)/python -m modelbuild.small_models build --size $* --out $(CACHE)/models/gpt2-$*
 
 # Benchmarks (benchmarks/RESULTS.md); TRL only for the end-to-end baseline.
 bench: $(STAMP)

@@ -1,7 +1,9 @@
 """Where things are on disk: the checkout, the bundled models, the cache of built models.
 
-``FDPG_RAY_CACHE`` moves the cache (default ``<checkout>/.cache``); the toy models, the
-converted SmolLM2 and ``make models`` build into ``CACHE/models/``.  Imports nothing of the
+``FDPG_RAY_CACHE`` moves the cache (default ``<checkout>/.cache``), the one folder for
+everything built on first use: the toy models and ``make models``'s GPT-2 sizes in
+``CACHE/models/``, the converted SmolLM2 in ``CACHE/smollm2-135m-instruct``, vLLM's
+torchcodec stub in ``CACHE/torchcodec-stub``.  Imports nothing of the
 project, so every module may use it.
 """
 
@@ -18,4 +20,4 @@ BUNDLED_SIZES = ("micro", "tiny", "small", "medium")
 
 def cache_dir() -> Path:
     """The cache folder: ``$FDPG_RAY_CACHE``, else ``<checkout>/.cache``."""
-    return Path(os.environ.get("FDPG_RAY_CACHE", REPO_ROOT / ".cache"))
+    return Path(os.environ.get("FDPG_RAY_CACHE") or REPO_ROOT / ".cache").expanduser()

@@ -42,6 +42,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fdpg_ray.atomic import atomic_directory, atomic_write_text  # noqa: E402
+from fdpg_ray.paths import cache_dir  # noqa: E402
 from modelbuild.corpus import generate_corpus, text_rates  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -354,11 +355,11 @@ def build_model(
 
 
 def default_model_dir(size: str) -> Path:
-    """Where ``size`` lives: tiny is committed under models/, others under .cache/models/."""
+    """Where ``size`` lives: tiny is committed under models/, others under CACHE/models/
+    (:func:`fdpg_ray.paths.cache_dir`)."""
     if size == "tiny":
         return REPO_ROOT / "models" / "gpt2-tiny"
-    cache = Path(os.environ.get("FDPG_RAY_CACHE", REPO_ROOT / ".cache"))
-    return cache / "models" / f"gpt2-{size}"
+    return cache_dir() / "models" / f"gpt2-{size}"
 
 
 def ensure_model(size: str, out: str | os.PathLike | None = None, seed: int = 0, log=print) -> Path:

@@ -103,6 +103,28 @@ def test_bundled_sizes_are_the_sizes_the_builder_knows():
     assert BUNDLED_SIZES == tuple(SIZES)
 
 
+@pytest.mark.parametrize("env", [None, "~/elsewhere"])
+def test_everything_built_on_first_use_goes_to_one_cache(monkeypatch, env):
+    """SmolLM2's conversion, `make models` and the bundled-model lookup share one cache folder
+    (they once had two defaults: a model built by one was "not built" for the other)."""
+    from fdpg_ray.model.smollm2 import SMOLLM2_DIRNAME, cache_root
+    from fdpg_ray.model.sources import ModelError, resolve_model_path
+    from fdpg_ray.paths import REPO_ROOT, cache_dir
+    from modelbuild.small_models import default_model_dir
+
+    if env is None:
+        monkeypatch.delenv("FDPG_RAY_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("FDPG_RAY_CACHE", env)
+    expected = REPO_ROOT / ".cache" if env is None else Path(env).expanduser()
+    assert cache_dir() == expected
+    assert cache_root() / SMOLLM2_DIRNAME == expected / "smollm2-135m-instruct"
+    assert default_model_dir("medium") == expected / "models" / "gpt2-medium"
+    if not (default_model_dir("micro") / "config.json").is_file():
+        with pytest.raises(ModelError, match=f"--out {expected / 'models' / 'gpt2-micro'}"):
+            resolve_model_path("bundled:gpt2-micro")
+
+
 def test_missing_and_invalid_config_files(files, capsys):
     assert main(["train", str(files / "nope.yaml")]) == 2
     assert "config" in capsys.readouterr().err

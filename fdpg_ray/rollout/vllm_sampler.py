@@ -78,7 +78,7 @@ def ensure_vllm_importable() -> bool:
     process and in every subprocess vLLM spawns (model inspection, engine core,
     workers).  When that is the case: block it here (``sys.modules``) and put a
     stub ``torchcodec`` package that raises ImportError (written under
-    ``$FDPG_RAY_CACHE``/``~/.cache/fdpg_ray/torchcodec-stub``) at the front of
+    ``CACHE/torchcodec-stub``, :func:`fdpg_ray.paths.cache_dir`) at the front of
     ``PYTHONPATH`` and ``sys.path``, which vLLM's children inherit.  Text generation never needs torchcodec.
     Returns True when the block is in place.  Opt out with
     ``FDPG_RAY_KEEP_TORCHCODEC=1``.
@@ -97,8 +97,9 @@ def ensure_vllm_importable() -> bool:
     probe = subprocess.run([sys.executable, "-c", "import torchcodec"], capture_output=True)
     if probe.returncode == 0:
         return False  # a working torchcodec: leave it alone
-    cache = os.environ.get("FDPG_RAY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fdpg_ray")
-    stub_root = os.path.join(cache, "torchcodec-stub")
+    from fdpg_ray.paths import cache_dir
+
+    stub_root = str(cache_dir() / "torchcodec-stub")
     os.makedirs(os.path.join(stub_root, "torchcodec"), exist_ok=True)
     init = os.path.join(stub_root, "torchcodec", "__init__.py")
     if not os.path.exists(init) or open(init).read() != _TORCHCODEC_STUB:
