@@ -23,6 +23,7 @@ from fdpg_ray.config import load_config  # noqa: E402
 from fdpg_ray.train.local import build_local  # noqa: E402
 from fdpg_ray.model.sources import load_model_and_tokenizer  # noqa: E402
 from fdpg_ray.model.toy import TOKENS  # noqa: E402
+from fdpg_ray.objective.estimators import untrusted  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 30
@@ -68,6 +69,14 @@ def test_adaptive_proposal_gets_there_in_fewer_steps_than_a_fixed_one(fixed_and_
           f"({adaptive[-1]['proposal_updates']} proposal updates)")
     assert adaptive[-1]["proposal_updates"] >= 1
     assert n_adaptive < n_fixed
+    # kl_p_q, which decides the updates, at step 0 (q = a = pi there, so the exact value is
+    # exact_kl): with p this far from a (5.6 nats) 256 samples of a cannot estimate it, and the
+    # row must say so: the estimate is off by many of its SEs and its ESS flags it.
+    first = adaptive[0]
+    print(f"step 0: kl_p_q {first['kl_p_q']:.3f} +- {first['kl_p_q_se']:.3f} (ESS {first['kl_p_q_ess']:.0f}), "
+          f"exact {first['exact_kl']:.3f}")
+    assert 1 <= first["kl_p_q_ess"] <= load_config(ROOT / "configs/toy.yaml").learner.batch_size
+    assert abs(first["kl_p_q"] - first["exact_kl"]) > 3 * first["kl_p_q_se"] and untrusted(first, "kl_p_q")
     assert adaptive[-1]["exact_kl"] < fixed[-1]["exact_kl"]
 
 

@@ -617,8 +617,9 @@ class Controller:
         K steps, when the policy's estimated KL(p||pi) on this step's proposal samples is below
         the proposal's KL(p||q), push the policy's weights (just updated by this step) to the
         rollout engines, which makes it the proposal from the next step on.  The comparison uses
-        log pi before this step's update.  Returns the metrics ``kl_p_q`` (nats) and
-        ``proposal_updates`` (count) when the rule is on, else {}."""
+        log pi before this step's update.  Returns the metrics ``kl_p_q`` (nats) with its
+        ``_se`` and ``_ess`` (:func:`mis_kl_p_pi` with q as the only proposal: the same
+        self-normalised estimate) and ``proposal_updates`` (count) when the rule is on, else {}."""
         rule = self.cfg.rollout.proposal_update
         if not rule or self.proposal.follows_policy:
             return {}
@@ -627,7 +628,9 @@ class Controller:
         if due and kl_pi < kl_q:  # the same decision on every rank: log pi was gathered
             self.proposal_updates += 1
             self.push_weights()
-        return {"kl_p_q": kl_q, "proposal_updates": self.proposal_updates}
+        of_q = mis_kl_p_pi(batch.log_P, batch.log_q, batch.log_q, torch.zeros(len(batch.log_q), dtype=torch.bool))
+        return {**dict(zip(estimate_columns("kl_p_q"), (kl_q, of_q["kl_p_pi_se"], of_q["kl_p_pi_ess"]))),
+                "proposal_updates": self.proposal_updates}
 
     def scorer_set_lambdas(self, lambdas):
         """Hand the fitted distributional lambdas ``{name: lambda}`` to the scorer."""

@@ -158,7 +158,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("open_fds", "open file descriptors of the learner process (rank 0)", "count", "state",
            condition="where psutil tells (not Windows)"),
     Metric("kl_p_q", "KL(p‖q) of the adaptive proposal from the step's samples", "nats", _IS, "lower",
-           condition="rollout.proposal_update is set"),
+           se=True, condition="rollout.proposal_update is set"),
     Metric("proposal_updates", "times the adaptive proposal was replaced by the policy so far", "count", "state",
            condition="rollout.proposal_update is set"),
     Metric("feature_<name>", "E_π[feature] of one constraint of the target, over the step's batch", "score",
