@@ -15,7 +15,7 @@ from fdpg_ray.config import load_config
 from fdpg_ray.train.local import build_local
 
 DIVERGENCES = ["kl", "rkl", "tv", "js", "hellinger", "chi2", "rchi2", "jeffreys", "alpha:0.5", "alpha:2"]
-# Steps per divergence (configs/toy.yaml: lr 2e-3 with cosine decay, batch 256).
+# Steps per divergence (configs/toy.yaml: lr 1e-3 with cosine decay, batch 256).
 STEPS = {name: 120 for name in DIVERGENCES}
 
 
