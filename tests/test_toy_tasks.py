@@ -40,8 +40,10 @@ def test_toy_task_numbers_are_unchanged():
     exact = exact_task_for(cfg, scorer)
     assert len(exact.completions) == 5 ** 4
     got = exact.metrics(scorer.base)
+    # rel 1e-5: the model is float32, and a fresh install on another CPU (2026-12-07) built
+    # weights that moved exact_kl by 6e-7 relative; a changed task moves it by far more.
     for k, v in OLD_TOY_AT_BASE.items():
-        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-9), k
 
 
 def test_parameterised_conditional_task_enumerates_every_completion_per_context():
