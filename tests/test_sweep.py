@@ -100,12 +100,15 @@ def test_set_on_the_command_line_is_checked_like_the_sweep(tmp_path):
 
 
 def test_set_grid_axis_replaces_its_values(tmp_path):
-    from tuning.spec import load_sweep
+    from tuning.spec import build_config, load_sweep
 
     # one task of the NL study's two: the trials are those of gender only
     nl = load_sweep(ROOT / "configs" / "sweeps" / "study_nl.yaml", ["grid.task=[gender]", "grid.run.seed=[1]"])
     assert nl["grid"]["task"] == ["gender"] and list(nl["tasks"]) == ["gender"] and nl["grid"]["run.seed"] == [1]
     assert nl["grid"]["divergence"] == ["kl", "rkl", "tv", "js"]
+    assert build_config(nl, {"task": "gender", "divergence": "kl", "run.seed": 1}).learner.lr == 5e-5  # per_value
+    amazing = load_sweep(ROOT / "configs" / "sweeps" / "study_nl.yaml", ["grid.task=[amazing]"])  # gender's
+    assert build_config(amazing, {"task": "amazing", "divergence": "kl", "run.seed": 0}).learner.lr == 2e-4  # left out
     path = write_sweep(tmp_path / "s.yaml", base_sweep(grid={"divergence": ["kl"]}))
     with pytest.raises(ConfigError, match=r"^--set grid\.run\.seed: 'run\.seed' is not an axis .*its axes: divergence"):
         load_sweep(path, ["grid.run.seed=[0,1]"])

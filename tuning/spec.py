@@ -399,8 +399,8 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = Non
 
     ``overrides`` (``--set``) are added to the sweep's ``set``, replace a sweep-level field
     (:data:`SWEEP_SET_KEYS`), or, as ``grid.<axis>=[...]``, replace the values of one existing
-    grid axis (e.g. ``--set grid.task=[gender]`` runs one task of a multi-task sweep). Every problem is a :class:`SweepError` whose message is one line
-    naming the field."""
+    grid axis (e.g. ``--set grid.task=[gender]`` runs one task of a multi-task sweep). Every
+    problem is a :class:`SweepError` whose message is one line naming the field."""
     p = Path(path)
     raw = read_mapping(p, "sweep", "pass the path of a sweep YAML (see configs/sweeps/)", " (name, base, grid, ...)",
                        SweepError)
@@ -444,6 +444,13 @@ def _replace_grid_axis(raw: dict, axis: str, values) -> None:
     if not isinstance(values, list) or not values:
         raise SweepError(f"--set grid.{axis}: got {values!r}; give a non-empty list, e.g. grid.{axis}=[a,b]")
     grid[axis] = values
+    # per_value settings of values this run of the sweep leaves out are not used: drop them
+    by_value = (raw.get("per_value") or {}).get(axis)
+    if isinstance(by_value, dict):
+        kept = {str(v) for v in values}
+        raw["per_value"][axis] = {k: v for k, v in by_value.items() if str(k) in kept}
+        if not raw["per_value"][axis]:
+            del raw["per_value"][axis]
 
 
 def _bases(sweep: SweepSpec, sweep_file: Path) -> tuple[str | None, dict | None]:
