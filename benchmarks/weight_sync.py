@@ -11,7 +11,8 @@ one warm-up push per path (the group path's first push forms the group; its cost
 apart as ``open_s``).  ``--step-seconds``: the rest of a training step (rollout, scoring,
 learning) measured by a run; the sync share is then sync / (rest + sync).
 Prints one JSON line per (model, actors, path); ``bytes`` is what the path moves per push
-(the group path sends a tied lm_head once, the object-store path twice).
+(both send a tied lm_head under both of its names, as ``state_dict()`` lists it; docs/design.md,
+"Weight sync").
 """
 
 from __future__ import annotations
