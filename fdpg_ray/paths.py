@@ -19,5 +19,6 @@ BUNDLED_SIZES = ("micro", "tiny", "small", "medium")
 
 
 def cache_dir() -> Path:
-    """The cache folder: ``$FDPG_RAY_CACHE``, else ``<checkout>/.cache``."""
-    return Path(os.environ.get("FDPG_RAY_CACHE") or REPO_ROOT / ".cache").expanduser()
+    """The cache folder, absolute: ``$FDPG_RAY_CACHE`` (a relative one is taken from the current
+    directory), else ``<checkout>/.cache``."""
+    return Path(os.environ.get("FDPG_RAY_CACHE") or REPO_ROOT / ".cache").expanduser().absolute()

@@ -103,7 +103,7 @@ def test_bundled_sizes_are_the_sizes_the_builder_knows():
     assert BUNDLED_SIZES == tuple(SIZES)
 
 
-@pytest.mark.parametrize("env", [None, "~/elsewhere"])
+@pytest.mark.parametrize("env", [None, "~/elsewhere", "relative/cache"])
 def test_everything_built_on_first_use_goes_to_one_cache(monkeypatch, env):
     """SmolLM2's conversion, `make models` and the bundled-model lookup share one cache folder
     (they once had two defaults: a model built by one was "not built" for the other)."""
@@ -116,7 +116,8 @@ def test_everything_built_on_first_use_goes_to_one_cache(monkeypatch, env):
         monkeypatch.delenv("FDPG_RAY_CACHE", raising=False)
     else:
         monkeypatch.setenv("FDPG_RAY_CACHE", env)
-    expected = REPO_ROOT / ".cache" if env is None else Path(env).expanduser()
+    expected = REPO_ROOT / ".cache" if env is None else Path(env).expanduser().absolute()  # relative: from the cwd
+    assert expected.is_absolute()
     assert cache_dir() == expected
     assert cache_root() / SMOLLM2_DIRNAME == expected / "smollm2-135m-instruct"
     assert default_model_dir("medium") == expected / "models" / "gpt2-medium"

@@ -116,6 +116,16 @@ def test_set_grid_axis_replaces_its_values(tmp_path):
         load_sweep(path, ["grid.divergence=js"])
     with pytest.raises(ConfigError, match=r"unknown divergence 'nope'.*in the trial with divergence=nope"):  # checked as in the file
         load_sweep(path, ["grid.divergence=[nope]"])
+    # YAML reads 1e-4 as a string: it is still the file's 0.0001, whose per_value applies
+    path = write_sweep(tmp_path / "lr.yaml", base_sweep(grid={"learner.lr": [0.0001, 0.001]},
+                                                        per_value={"learner.lr": {0.0001: {"learner.weight_decay": 0.5}}}))
+    for written in ("1e-4", "0.0001", "1.0e-4"):
+        one = load_sweep(path, [f"grid.learner.lr=[{written}]"])
+        assert one["grid"]["learner.lr"] == [0.0001], written
+        assert build_config(one, {"learner.lr": 0.0001}).learner.weight_decay == 0.5, written
+    # a swept key fixed on the command line: the hint says how to narrow the grid instead
+    with pytest.raises(ConfigError, match=r"grid\.learner\.lr: also fixed in set.*--set grid\.learner\.lr=\[value\]"):
+        load_sweep(path, ["learner.lr=0.01"])
 
 
 def test_per_value_settings_follow_their_grid_value(tmp_path):
@@ -289,7 +299,8 @@ def test_a_sweep_dir_is_not_overwritten_and_resume_needs_a_sweep(finished_sweep,
         run_sweep(path, sweep_dir=sweep_dir)
     with pytest.raises(ConfigError, match="--resume: no sweep to resume"):
         run_sweep(path, resume=True, sweep_dir=tmp_path / "empty")
-    with pytest.raises(ConfigError, match="changed since"):
+    # the message names what changed (set gained run.steps) and the fix
+    with pytest.raises(ConfigError, match=r"changed since .*\(set was .*'run\.steps': 3.*repeat the first run's --set"):
         run_sweep(path, overrides=["run.steps=3"], resume=True, sweep_dir=sweep_dir)
 
 

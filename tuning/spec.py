@@ -355,7 +355,8 @@ class SweepSpec(BaseModel):
     def _each_key_once(self):
         for k in self.grid:
             if k in self.set:
-                raise SweepError(f"grid.{k}: also fixed in set; remove it from one of them")
+                raise SweepError(f"grid.{k}: also fixed in set; remove it from one of them (on the command "
+                                 f"line: --set grid.{k}=[value] narrows the grid instead)")
         for k in self.random:
             if k in self.grid or k in self.set:
                 raise SweepError(f"random.{k}: also in {'grid' if k in self.grid else 'set'}; keep it in one place")
@@ -443,14 +444,25 @@ def _replace_grid_axis(raw: dict, axis: str, values) -> None:
                          f"{', '.join(grid) or '(none)'} (add new axes in the sweep YAML)")
     if not isinstance(values, list) or not values:
         raise SweepError(f"--set grid.{axis}: got {values!r}; give a non-empty list, e.g. grid.{axis}=[a,b]")
-    grid[axis] = values
-    # per_value settings of values this run of the sweep leaves out are not used: drop them
     by_value = (raw.get("per_value") or {}).get(axis)
-    if isinstance(by_value, dict):
-        kept = {str(v) for v in values}
-        raw["per_value"][axis] = {k: v for k, v in by_value.items() if str(k) in kept}
+    known = list(grid[axis] or []) + (list(by_value) if isinstance(by_value, dict) else [])
+    # a value written differently on the command line (YAML reads 1e-4 as a string) is the
+    # file's value, so that its per_value settings still apply
+    grid[axis] = values = [next((k for k in known if _same_value(k, v)), v) for v in values]
+    if isinstance(by_value, dict):  # settings of values this sweep leaves out are not used
+        raw["per_value"][axis] = {k: v for k, v in by_value.items() if any(_same_value(k, x) for x in values)}
         if not raw["per_value"][axis]:
             del raw["per_value"][axis]
+
+
+def _same_value(a, b) -> bool:
+    """Grid values equal as written or as numbers (0.0001, 1e-4 and '1e-4' are one value)."""
+    if a == b or str(a) == str(b):
+        return True
+    try:
+        return not isinstance(a, bool) and not isinstance(b, bool) and float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _bases(sweep: SweepSpec, sweep_file: Path) -> tuple[str | None, dict | None]:
@@ -530,10 +542,14 @@ def param_space(spec: dict) -> dict:
     return space
 
 
+# the fields of a sweep whose change makes it a different sweep (--resume refuses it)
+HASHED_FIELDS = ("base", "tasks", "set", "grid", "random", "num_samples", "per_value")
+
+
 def spec_hash(spec: dict) -> str:
     from fdpg_ray.train.fingerprint import digest  # the one content-hash helper (runs use it too)
 
-    keep = {k: spec[k] for k in ("base", "tasks", "set", "grid", "random", "num_samples")}
+    keep = {k: spec[k] for k in HASHED_FIELDS[:-1]}
     if spec.get("per_value"):  # absent from the hash when unused: older sweeps still resume
         keep["per_value"] = spec["per_value"]
     return digest(keep)

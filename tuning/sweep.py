@@ -15,7 +15,7 @@ from fdpg_ray.console import verbose
 from fdpg_ray.atomic import atomic_write_text
 from tuning.results import collect_results, tune_trial_status
 from tuning.spec import (RUNS, TASK_KEY, TRIALS_FILE, TUNE_NAME, SweepError, build_config, config_digests,
-                         is_eval_metric, load_sweep, param_space, spec_hash, swept_keys)
+                         is_eval_metric, load_sweep, param_space, spec_hash, swept_keys, HASHED_FIELDS)
 from tuning.trials import trainable, trial_tag
 
 def _scheduler(spec: dict):
@@ -92,8 +92,13 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
         if meta_path.is_file():
             old = json.loads(meta_path.read_text())
             if old.get("hash") != spec_hash(spec):
-                raise SweepError(f"--resume: the sweep file or --set changed since '{sdir}' was started; Tune cannot "
-                                 f"resume a different search space; use a new --sweep-dir")
+                was = old.get("spec") or {}
+                now = json.loads(json.dumps(spec, default=str))  # as sweep.json holds it
+                changed = [f"{k} was {was.get(k)!r}, now {now.get(k)!r}" for k in HASHED_FIELDS
+                           if k in was and was.get(k) != now.get(k)]
+                raise SweepError(f"--resume: the sweep file or --set changed since '{sdir}' was started "
+                                 f"({'; '.join(changed) or 'see its sweep.json'}); Tune cannot resume a different "
+                                 f"search space: repeat the first run's --set options, or use a new --sweep-dir")
             before, now = old.get("configs") or {}, config_digests(spec)
             edited = [p for p in before if now.get(p, before[p]) != before[p]]
             if edited:  # sweeps started before configs were recorded have none: nothing to compare
