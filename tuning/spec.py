@@ -549,7 +549,7 @@ HASHED_FIELDS = ("base", "tasks", "set", "grid", "random", "num_samples", "per_v
 def spec_hash(spec: dict) -> str:
     from fdpg_ray.train.fingerprint import digest  # the one content-hash helper (runs use it too)
 
-    keep = {k: spec[k] for k in HASHED_FIELDS[:-1]}
+    keep = {k: spec[k] for k in HASHED_FIELDS if k != "per_value"}
     if spec.get("per_value"):  # absent from the hash when unused: older sweeps still resume
         keep["per_value"] = spec["per_value"]
     return digest(keep)

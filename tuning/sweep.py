@@ -93,9 +93,9 @@ def run_sweep(path: str | os.PathLike, overrides: list[str] | dict | None = None
             old = json.loads(meta_path.read_text())
             if old.get("hash") != spec_hash(spec):
                 was = old.get("spec") or {}
-                now = json.loads(json.dumps(spec, default=str))  # as sweep.json holds it
-                changed = [f"{k} was {was.get(k)!r}, now {now.get(k)!r}" for k in HASHED_FIELDS
-                           if k in was and was.get(k) != now.get(k)]
+                as_saved = json.loads(json.dumps(spec, default=str))  # as sweep.json holds it
+                changed = [f"{k} was {was.get(k)!r}, now {as_saved.get(k)!r}" for k in HASHED_FIELDS
+                           if k in was and was.get(k) != as_saved.get(k)]
                 raise SweepError(f"--resume: the sweep file or --set changed since '{sdir}' was started "
                                  f"({'; '.join(changed) or 'see its sweep.json'}); Tune cannot resume a different "
                                  f"search space: repeat the first run's --set options, or use a new --sweep-dir")
