@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from fdpg_ray.paths import cache_dir
 from fdpg_ray.seeding import derive_seed
 from fdpg_ray.rollout.samples import Sample
 from fdpg_ray.rollout.weight_sync import (
@@ -97,8 +98,6 @@ def ensure_vllm_importable() -> bool:
     probe = subprocess.run([sys.executable, "-c", "import torchcodec"], capture_output=True)
     if probe.returncode == 0:
         return False  # a working torchcodec: leave it alone
-    from fdpg_ray.paths import cache_dir
-
     stub_root = str(cache_dir() / "torchcodec-stub")
     os.makedirs(os.path.join(stub_root, "torchcodec"), exist_ok=True)
     init = os.path.join(stub_root, "torchcodec", "__init__.py")
