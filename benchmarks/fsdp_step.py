@@ -46,7 +46,8 @@ def build(shape: str):
     if shape == "gpt2-small":  # 124M, GPT-2 small's shape
         return GPT2LMHeadModel(GPT2Config())
     if shape == "gpt2-tiny":
-        return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=256))
+        return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=1000, n_positions=256,
+                                           bos_token_id=0, eos_token_id=0))
     raise SystemExit(f"--model: unknown shape {shape!r}; use gpt2-small or gpt2-tiny")
 
 

@@ -5,8 +5,9 @@
 #   1. learner throughput and MFU in bf16 on a GPT-2-small-shaped model (batch 8/16/32 x 512);
 #   2. the FSDP2 learner step (fdpg_ray.train.parallel.shard_policy, bf16 mixed precision, NCCL,
 #      world size 1) with its MFU, and the gathered full weights (what a push sends);
-#   3. the weight-transfer group benchmark between two processes over NCCL
-#      (benchmarks/gpu_weight_transfer.py), if that script is present;
+#   3. the weight-transfer group benchmark between two processes (benchmarks/gpu_weight_transfer.py):
+#      NCCL where there is a GPU per rank, else gloo over the CUDA tensors (it says which), and
+#      the same over gloo on the CPU for comparison;
 #   4. the mathematics tests on CUDA.
 #
 #   bash benchmarks/gpu_check.sh             # on the GPU machine
@@ -27,15 +28,8 @@ if [[ "${1:-}" == "--dry-run" ]]; then
   run timeout 120 "$PY" benchmarks/fsdp_step.py --dry-run
   run timeout 120 "$PY" benchmarks/fsdp_step.py --dry-run --world 2
   run timeout 120 "$PY" benchmarks/fsdp_step.py --dry-run --dtype bfloat16
-  if [[ -f benchmarks/gpu_weight_transfer.py ]]; then
-    if grep -q -- "--dry-run" benchmarks/gpu_weight_transfer.py; then
-      run timeout 120 "$PY" benchmarks/gpu_weight_transfer.py --dry-run
-    else
-      echo "benchmarks/gpu_weight_transfer.py has no --dry-run: not run on CPU" >&2
-    fi
-  else
-    echo "benchmarks/gpu_weight_transfer.py absent: weight-transfer step skipped" >&2
-  fi
+  run timeout 120 "$PY" benchmarks/gpu_weight_transfer.py --dry-run
+  run timeout 120 "$PY" benchmarks/gpu_weight_transfer.py --dry-run --receivers 2
   run timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_divergences.py tests/test_core.py tests/test_cuda_math.py
   exit $status
 fi
@@ -44,11 +38,9 @@ for b in 8 16 32; do
   run timeout 60 "$PY" benchmarks/learner.py --model gpt2-small --device cuda --dtype bfloat16 --batch $b --seq 512 --steps 10
 done
 run timeout 90 "$PY" benchmarks/fsdp_step.py --model gpt2-small --device cuda --dtype bfloat16 --batch 16 --seq 512 --steps 10
-if [[ -f benchmarks/gpu_weight_transfer.py ]]; then
-  run timeout 90 "$PY" benchmarks/gpu_weight_transfer.py
-else
-  echo "benchmarks/gpu_weight_transfer.py absent: weight-transfer step skipped" >&2
-fi
+# NCCL needs a GPU per rank: on one GPU the script says so and measures gloo over CUDA tensors.
+run timeout 90 "$PY" benchmarks/gpu_weight_transfer.py
+run timeout 60 "$PY" benchmarks/gpu_weight_transfer.py --device cpu --dtype float32
 # The pure-math tests (divergences, loss, estimators, exact toy gradients) on CUDA.
 run env FDPG_TEST_DEVICE=cuda timeout 120 "$PY" -m pytest -q -p no:cacheprovider \
   tests/test_divergences.py tests/test_core.py tests/test_cuda_math.py

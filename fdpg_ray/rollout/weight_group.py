@@ -166,6 +166,8 @@ class WeightGroup:
         backend: ``"gloo"`` (CPU tensors) or ``"nccl"`` (CUDA tensors).
         timeout_s: how long a rendezvous or a broadcast may wait (seconds) before
             it raises.
+        device: where the buffers live; default CPU for gloo, the current CUDA device
+            for NCCL.  gloo also moves CUDA tensors (staged through host memory).
 
     Construction blocks until all ``world_size`` ranks have joined.  Raises
     ``ValueError`` for an unknown backend and ``RuntimeError`` (from torch) when
@@ -173,7 +175,7 @@ class WeightGroup:
     """
 
     def __init__(self, master_addr: str, master_port: int, rank: int, world_size: int,
-                 backend: str = "gloo", timeout_s: float = 600.0):
+                 backend: str = "gloo", timeout_s: float = 600.0, device: torch.device | str | None = None):
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"weight-group backend must be 'gloo' or 'nccl', got {backend!r}")
         if not 0 <= rank < world_size:
@@ -185,12 +187,12 @@ class WeightGroup:
         prefix = dist.PrefixStore("fdpg_weight_group", self.store)
         if backend == "gloo":
             self.pg = dist.ProcessGroupGloo(prefix, rank, world_size, timeout)
-            self.device = torch.device("cpu")
+            self.device = torch.device(device or "cpu")
         else:
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout
             self.pg = dist.ProcessGroupNCCL(prefix, rank, world_size, opts)
-            self.device = torch.device("cuda", torch.cuda.current_device())
+            self.device = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
         self.closed = False
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0):
