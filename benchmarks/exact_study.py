@@ -162,24 +162,44 @@ def condensed(final, curves) -> list[str]:
     return out
 
 
+PLATEAU_RULE = ("flat when the last quarter's change is under 5% of its start, or under 0.01 nats, or within "
+                "2 standard errors of 0 (the SE of the mean over seeds of each seed's own change); otherwise "
+                "falling or rising")
+
+
+def plateau_verdict(change: float, rel: float, se: float) -> str:
+    """The plateau rule (:data:`PLATEAU_RULE`) for one setting's last-quarter change (nats),
+    relative change and its standard error over seeds."""
+    if abs(rel) < 0.05 or abs(change) < 0.01 or (se == se and abs(change) < 2 * se):
+        return "flat"
+    return "falling" if change < 0 else "rising"
+
+
 def plateau(curves, order) -> list[str]:
     """Per setting, from the mean curve over seeds of exact KL(p||pi): start, highest value
-    after the start, value at 3/4 of training and at the end, and the relative change over
-    the last quarter (the plateau criterion: |change| < 5%)."""
+    after the start, value at 3/4 of training and at the end, the change over the last
+    quarter (nats, relative, and its SE over seeds) and the verdict of :data:`PLATEAU_RULE`."""
     last = int(curves["step"].max())
     q3 = max(s for s in curves["step"].unique() if s <= 0.75 * last)
     out = ["**Plateau check** (exact KL(p‖π), mean over seeds of each setting's curve: start; highest value after "
            f"the start (an overshoot when above the start); step {q3}; step {last}; change over the last quarter, "
-           f"step {last} − step {q3} in nats and relative to step {q3})", "",
-           "| kind | width | divergence | n | start | max after start | step " + f"{q3} | step {last} | change | relative |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+           f"step {last} − step {q3} in nats ± its SE over seeds, and relative to step {q3}; verdict: "
+           f"{PLATEAU_RULE})", "",
+           "| kind | width | divergence | n | start | max after start | step " + f"{q3} | step {last} | change ± SE "
+           "| relative | verdict |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (kind, width, div), g in sorted(curves.groupby(["kind", "width", "divergence"]),
                                         key=lambda kv: (list(KINDS).index(kv[0][0]), kv[0][1], order(kv[0][2]))):
         m = g.groupby("step")["exact_kl"].mean()
         if last not in m.index or q3 not in m.index:
             continue
+        per_seed = g.pivot_table(index="seed", columns="step", values="exact_kl")
+        d = (per_seed[last] - per_seed[q3]).dropna()
+        se = float(d.std(ddof=1) / len(d) ** 0.5) if len(d) > 1 else float("nan")
+        change, rel = m[last] - m[q3], (m[last] - m[q3]) / m[q3]
         out.append(f"| {kind} | {width} | {div} | {g['seed'].nunique()} | {m.iloc[0]:.3f} | {m.iloc[1:].max():.3f} | "
-                   f"{m[q3]:.3f} | {m[last]:.3f} | {m[last] - m[q3]:+.3f} | {100 * (m[last] - m[q3]) / m[q3]:+.1f}% |")
+                   f"{m[q3]:.3f} | {m[last]:.3f} | {change:+.3f} ± {se:.3f} | {100 * rel:+.1f}% | "
+                   f"{plateau_verdict(change, rel, se)} |")
     return out + [""]
 
 

@@ -102,3 +102,30 @@ def test_report_prints_the_rule_and_paired_tables(tmp_path):
     assert "KL(p‖π): js shown best (better than every other divergence)." in text
     # equal alignment everywhere: a zero difference with n = 3 has a zero-width interval at 0
     assert "alignment: no divergence shown best." in text
+
+
+def test_exact_study_plateau_rule():
+    """The exact study's plateau verdict: a fall is 'falling' only when it is material (>= 5%
+    and >= 0.01 nats) and resolved (beyond 2 SE of the per-seed changes); noise is 'flat'."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from exact_study import plateau, plateau_verdict
+
+    assert plateau_verdict(-0.002, -0.30, 0.001) == "flat"      # 30% of a tiny value: under 0.01 nats
+    assert plateau_verdict(-0.04, -0.03, 0.001) == "flat"       # under 5%
+    assert plateau_verdict(-0.10, -0.20, 0.08) == "flat"        # within 2 SE: not resolved
+    assert plateau_verdict(-0.10, -0.20, 0.02) == "falling"
+    assert plateau_verdict(+0.10, +0.20, 0.02) == "rising"
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 0.8), (1.0, 0.79), (1.0, 0.81)]):  # falls 0.2, SE ~0.006
+        rows += [{"kind": "pointwise", "width": 64, "divergence": "kl", "seed": seed, "step": s, "exact_kl": v}
+                 for s, v in [(0, 2.0), (60, a), (80, b)]]
+    for seed, (a, b) in enumerate([(1.0, 0.6), (1.0, 1.4), (1.0, 0.8)]):  # falls 0.067, SE 0.24
+        rows += [{"kind": "pointwise", "width": 64, "divergence": "tv", "seed": seed, "step": s, "exact_kl": v}
+                 for s, v in [(0, 2.0), (60, a), (80, b)]]
+    lines = plateau(pd.DataFrame(rows), order=lambda d: ["kl", "tv"].index(d))
+    kl = next(line for line in lines if "| kl |" in line)
+    tv = next(line for line in lines if "| tv |" in line)
+    assert kl.endswith("| falling |") and "-0.200 ± 0.006" in kl
+    assert tv.endswith("| flat |")
