@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fdpg-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install models bench clean-venv
+.PHONY: demo test install models bench gpu-wheels clean-venv
 
 demo: $(STAMP)
 	$(BIN)/fdpg-ray train configs/amazing.yaml
@@ -56,6 +56,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/e2e.py
 	$(BIN)/python benchmarks/e2e.py --scaling
 	$(BIN)/python benchmarks/se_coverage.py
+
+# What benchmarks/gpu_check.sh needs beyond the GPU image (torch, transformers, numpy, pyyaml,
+# pytest, hypothesis are there; pydantic is not): wheels for its Python 3.12, carried along in
+# .gpu_wheels/ (git-ignored), which gpu_check.sh installs into a temporary folder.
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 -d .gpu_wheels \
+	  "pydantic==$$($(BIN)/python -c 'import pydantic; print(pydantic.VERSION)')"
+	rm -f .gpu_wheels/typing_extensions-*  # the image has its own, which torch was built against
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,7 +18,7 @@ sends it) in buckets of ``--bucket-mb``; every receiver loads each bucket's tens
 into its own copy of the parameters (zeroed before each push) and, after the timed pushes,
 checks them bit for bit against the sender's.  Times are medians over ``--repeats`` pushes
 after one warm-up push; a push is timed on every rank from a common start (a one-element
-broadcast) to the end of its last bucket; GB/s = bytes / the slowest receiver's seconds.
+all-reduce) to the end of its last bucket; GB/s = bytes / the slowest receiver's seconds.
 Exits non-zero when a received tensor differs.  One JSON line.
 """
 
@@ -85,7 +85,7 @@ def worker(rank: int, world: int, port: int, args, path: str) -> None:
                 for t in mine.values():
                     t.zero_()
             _sync(device)
-            group.broadcast(start).wait()  # a common start
+            group.pg.allreduce([start]).wait()  # a common start (a broadcast's root need not wait)
             _sync(device)
             t0 = time.perf_counter()
             if rank == 0:
