@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/weight_sync.py --model bundled:gpt2-tiny
 	$(BIN)/python benchmarks/weight_sync.py --model smollm2 --gpu-memory-utilization 0.5
+	$(BIN)/python benchmarks/gpu_weight_transfer.py --device cpu --receivers 1
+	$(BIN)/python benchmarks/gpu_weight_transfer.py --device cpu --receivers 2
 	$(BIN)/python benchmarks/learner.py --model bundled:gpt2-tiny --device cpu --dtype float32 --batch 16 --seq 128
 	$(MAKE) models
 	$(BIN)/python benchmarks/learner.py --model bundled:gpt2-medium --device cpu --dtype float32 --batch 16 --seq 128
