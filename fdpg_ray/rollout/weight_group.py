@@ -307,13 +307,17 @@ class WeightReceiver:
         t0 = time.perf_counter()
         wait_s = 0.0
         n = len(self._buckets)
-        work = self.group.broadcast(self._buf(0))
+        # keep=True: every bucket has its own buffer, so all of them are posted at once and
+        # the transfer runs at the network's pace, not the consumer's; otherwise bucket k+1
+        # travels while bucket k is consumed.
+        works = [self.group.broadcast(self._buf(k)) for k in range(n)] if self.keep else None
+        work = None if self.keep else self.group.broadcast(self._buf(0))
         for k in range(n):
             t1 = time.perf_counter()
-            work.wait()
+            (works[k] if self.keep else work).wait()
             wait_s += time.perf_counter() - t1
             view = self._buf(k)
-            if k + 1 < n:  # bucket k+1 travels while bucket k is consumed
+            if not self.keep and k + 1 < n:
                 work = self.group.broadcast(self._buf(k + 1))
             yield from _views(view, self._buckets[k])
         self.last_wait_seconds = wait_s
