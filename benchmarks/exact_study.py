@@ -162,9 +162,9 @@ def condensed(final, curves) -> list[str]:
     return out
 
 
-PLATEAU_RULE = ("flat when the last quarter's change is under 5% of its start, or under 0.01 nats, or within "
-                "2 standard errors of 0 (the SE of the mean over seeds of each seed's own change); otherwise "
-                "falling or rising")
+PLATEAU_RULE = ("flat when the last quarter's change is under 5% of the value where the quarter starts, or under "
+                "0.01 nats, or within 2 standard errors of 0 (the SE of the mean over seeds of each seed's own "
+                "change); otherwise falling or rising")
 
 
 def plateau_verdict(change: float, rel: float, se: float) -> str:

@@ -301,9 +301,10 @@ class WeightReceiver:
         return self._bufs[k if self.keep else k % 2][:self.plan.bucket_nbytes[k]]
 
     def stream(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Receive one push as a generator of (name, tensor view), in plan order; the
-        next bucket is already on its way while the consumer works on this one.
-        Consume it to the end (the sender blocks until every rank has received)."""
+        """Receive one push as a generator of (name, tensor view), in plan order.  With
+        ``keep=True`` every bucket is posted at once (the transfer does not wait for the
+        consumer); otherwise the next bucket is on its way while the consumer works on
+        this one.  Consume it to the end (the sender blocks until every rank has received)."""
         t0 = time.perf_counter()
         wait_s = 0.0
         n = len(self._buckets)
