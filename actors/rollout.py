@@ -247,11 +247,9 @@ class RolloutGroup:
         }
 
     def _open(self, items) -> None:
-        from fdpg_ray.rollout.weight_group import WeightGroup, WeightSender, free_port, plan_buckets
+        from fdpg_ray.rollout.weight_group import WeightGroup, WeightSender, free_port, plan_push
 
-        # Tensors of 1 MiB or more go alone, straight from the learner's memory (no copy).
-        plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in items], self.bucket_bytes,
-                            alone_bytes=min(1 << 20, self.bucket_bytes))
+        plan = plan_push(items, self.bucket_bytes)
         addr = ray.util.get_node_ip_address()
         port = free_port()
         world = 1 + len(self.actors)  # one engine worker per actor (tensor parallel size 1)

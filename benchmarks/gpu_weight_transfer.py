@@ -55,7 +55,7 @@ def _sync(device: torch.device) -> None:
 
 
 def worker(rank: int, world: int, port: int, args, path: str) -> None:
-    from fdpg_ray.rollout.weight_group import WeightGroup, WeightReceiver, WeightSender, plan_buckets
+    from fdpg_ray.rollout.weight_group import WeightGroup, WeightReceiver, WeightSender, plan_push
 
     cuda = args.device == "cuda"
     if cuda:
@@ -64,9 +64,7 @@ def worker(rank: int, world: int, port: int, args, path: str) -> None:
     torch.set_num_threads(1)
     sd = {k: v.to(device) for k, v in _state_dict(args).items()}
     bucket = int(args.bucket_mb * 2 ** 20)
-    # The plan a run makes (actors/rollout.py): tensors of 1 MiB or more travel alone.
-    plan = plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in sd.items()], bucket,
-                        alone_bytes=min(1 << 20, bucket))
+    plan = plan_push(sd.items(), bucket)  # the plan a run makes
     group = WeightGroup("127.0.0.1", port, rank, world, backend=args.backend, timeout_s=120, device=device)
     start = torch.zeros(1, device=device)
     times, ok = [], True

@@ -23,7 +23,8 @@ Protocol (one push = one broadcast per bucket, received by all engines at once):
    iterable is read once, in order) and broadcasts it; receivers broadcast into
    pre-allocated buffers of the same size and hand the views of bucket k, by name,
    to a ``load`` callback (the engine copies them into its parameters in place).
-   Two buffers on each side: bucket k+1 travels while bucket k is filled / loaded.
+   Two buffers on each side: bucket k+1 travels while bucket k is filled / loaded (a
+   receiver with a buffer per bucket, as vLLM's, posts every bucket at once).
 
 No Ray and no vLLM here: ``benchmarks/gpu_check.sh`` runs this module between two
 plain processes over NCCL.
@@ -47,6 +48,7 @@ __all__ = [
     "WeightSender",
     "WeightReceiver",
     "plan_buckets",
+    "plan_push",
     "iter_named",
     "free_port",
     "DEFAULT_BUCKET_MB",
@@ -147,6 +149,13 @@ def plan_buckets(specs: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]]
         cur = start + nb
         sizes[-1] = max(cur, 1)
     return BucketPlan(tuple(entries), tuple(sizes))
+
+
+def plan_push(named: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> BucketPlan:
+    """The plan a weight push uses (:func:`plan_buckets` of the tensors' names, dtypes and
+    shapes): tensors of 1 MiB or more travel alone, straight from the learner's memory."""
+    return plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in named], bucket_bytes,
+                        alone_bytes=min(1 << 20, bucket_bytes))
 
 
 def free_port(host: str = "") -> int:
@@ -300,45 +309,39 @@ class WeightReceiver:
     def _buf(self, k: int) -> torch.Tensor:
         return self._bufs[k if self.keep else k % 2][:self.plan.bucket_nbytes[k]]
 
+    def _arrivals(self) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Each bucket's (name, view) list, in plan order, as it arrives.  ``keep=True``:
+        every bucket has its own buffer, so all are posted at once and the transfer runs at
+        the network's pace, not the consumer's; otherwise two buffers in turn, and bucket
+        k+2 is posted once the consumer is done with bucket k."""
+        n = len(self._buckets)
+        ahead = n if self.keep else 2
+        works = {k: self.group.broadcast(self._buf(k)) for k in range(min(ahead, n))}
+        wait_s = 0.0
+        for k in range(n):
+            t1 = time.perf_counter()
+            works.pop(k).wait()
+            wait_s += time.perf_counter() - t1
+            yield _views(self._buf(k), self._buckets[k])
+            if k + ahead < n:  # bucket k's buffer is free again
+                works[k + ahead] = self.group.broadcast(self._buf(k + ahead))
+        self.last_wait_seconds = wait_s
+
     def stream(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Receive one push as a generator of (name, tensor view), in plan order.  With
         ``keep=True`` every bucket is posted at once (the transfer does not wait for the
         consumer); otherwise the next bucket is on its way while the consumer works on
         this one.  Consume it to the end (the sender blocks until every rank has received)."""
         t0 = time.perf_counter()
-        wait_s = 0.0
-        n = len(self._buckets)
-        # keep=True: every bucket has its own buffer, so all of them are posted at once and
-        # the transfer runs at the network's pace, not the consumer's; otherwise bucket k+1
-        # travels while bucket k is consumed.
-        works = [self.group.broadcast(self._buf(k)) for k in range(n)] if self.keep else None
-        work = None if self.keep else self.group.broadcast(self._buf(0))
-        for k in range(n):
-            t1 = time.perf_counter()
-            (works[k] if self.keep else work).wait()
-            wait_s += time.perf_counter() - t1
-            view = self._buf(k)
-            if not self.keep and k + 1 < n:
-                work = self.group.broadcast(self._buf(k + 1))
-            yield from _views(view, self._buckets[k])
-        self.last_wait_seconds = wait_s
+        for items in self._arrivals():
+            yield from items
         self.last_seconds = time.perf_counter() - t0
 
     def receive(self, load: Callable[[list[tuple[str, torch.Tensor]]], Any]) -> float:
         """Receive one push; ``load(list of (name, tensor view))`` is called once per
         bucket, in plan order, and must copy what it keeps.  Returns the seconds spent."""
         t0 = time.perf_counter()
-        n = len(self._buckets)
-        work = self.group.broadcast(self._buf(0))
-        wait_s = 0.0
-        for k in range(n):
-            t1 = time.perf_counter()
-            work.wait()
-            wait_s += time.perf_counter() - t1
-            view = self._buf(k)
-            if k + 1 < n:
-                work = self.group.broadcast(self._buf(k + 1))
-            load(_views(view, self._buckets[k]))
-        self.last_wait_seconds = wait_s
+        for items in self._arrivals():
+            load(items)
         self.last_seconds = time.perf_counter() - t0
         return self.last_seconds
