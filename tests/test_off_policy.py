@@ -154,3 +154,27 @@ def test_bad_proposals_are_refused_before_anything_starts(case, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and field in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_adaptive_proposal_compares_conditional_targets_per_context(tmp_path):
+    """The comparison behind proposal_update, on a conditional exact task whose two contexts
+    have very different partition functions (toy reward target; exact Z_c about 5 for "a" and
+    180 for "c a"): KL(p||q) is the uniform average over the contexts of per-context
+    self-normalised estimates (one Z_hat_c each), so at step 0 (q = a = pi) it must match the
+    exact KL(p||pi) there within 3 SE.  Pooling the contexts into one self-normalised sum (the
+    earlier code) weights them by Z_c instead and misses by many SE."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a"}\n{"prompt": "c a"}\n')
+    reward = load_config(ROOT / "configs/toy.yaml").target.constraints
+    cfg = load_config(ROOT / "configs/toy_conditional.yaml", {
+        "prompts.file": str(prompts), "prompts.per_step": 2, "target.constraints": [dict(c) for c in reward],
+        "run.steps": 1, "run.eval_every": 1, "run.progress": False, "divergence": "kl",
+        "learner.batch_size": 4096, "learner.micro_batch_size": 1024, "eval.base_samples": 384,
+        "rollout.proposal": "base", "rollout.proposal_update": {"every": 1}})
+    controller, _ = build_local(cfg)
+    first = controller.run()[0]
+    err = first["kl_p_q"] - first["exact_kl"]
+    print(f"step 0: kl_p_q {first['kl_p_q']:.4f} +- {first['kl_p_q_se']:.4f} (ESS {first['kl_p_q_ess']:.0f}), "
+          f"exact {first['exact_kl']:.4f}: {err / first['kl_p_q_se']:+.1f} SE")
+    assert first["kl_p_q_se"] > 0 and first["kl_p_q_ess"] > 500
+    assert abs(err) < 3 * first["kl_p_q_se"]

@@ -24,7 +24,7 @@ chooses q:
 ``rollout.proposal_update: {every: K, when: kl_improves}`` is GDC's adaptive proposal
 (Khalifa et al. 2021, after Parshakova et al. 2019): every K steps the estimates
 KL(p||pi) and KL(p||q) are compared on that step's proposal samples (self-normalised
-importance sampling, weights P/q), and when the policy is closer to p the current policy
+importance sampling, weights P/q, per context; :func:`proposal_kl_estimates`), and when the policy is closer to p the current policy
 becomes the proposal (its weights are pushed to the rollout engines).  Only for ``base``
 and ``fixed:`` proposals.
 """
@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 
 import torch
 
 from fdpg_ray.config import Config, ConfigError, parse_proposal
+from fdpg_ray.objective.estimators import mis_kl_p_pi
 from fdpg_ray.rollout.samples import Sample
 
 def rollout_model_path(cfg: Config) -> str:
@@ -136,20 +138,17 @@ class DatasetProposal:
         self.order = list(state["order"])
 
 
-def kl_p_pi_and_p_q(log_P: torch.Tensor, log_q: torch.Tensor, log_pi: torch.Tensor) -> tuple[float, float]:
-    """Self-normalised estimates of KL(p||pi) and KL(p||q) from samples of q (nats):
-    KL(p||r) = sum_i wbar_i (log P_i - log Z_hat - log r_i), wbar = softmax(log P - log q),
-    Z_hat = mean_i P_i/q_i.  Both use the same weights, so their difference
-    sum_i wbar_i (log q_i - log pi_i) has far less variance than either.  (nan, nan) when
-    no sample has P > 0."""
-    log_w = log_P.double() - log_q.double()
-    if not torch.isfinite(log_w).any():
-        return math.nan, math.nan
-    log_z = torch.logsumexp(log_w, 0) - math.log(len(log_w))
-    wbar = torch.softmax(log_w, 0)
-    keep = wbar > 0
-    base = log_P.double()[keep] - log_z
-    kl_pi = float((wbar[keep] * (base - log_pi.double()[keep])).sum())
-    kl_q = float((wbar[keep] * (base - log_q.double()[keep])).sum())
-    return kl_pi, kl_q
-
+def proposal_kl_estimates(log_P, log_q, log_pi, contexts: Sequence[str] | None = None) -> tuple[dict, dict]:
+    """Estimates of KL(p||pi) and KL(p||q) from N samples of the proposal q (nats), the
+    comparison behind ``rollout.proposal_update``.  Inputs are per-sample, shape (N,): log P,
+    log q, log pi and ``contexts`` (the prompt of each sample; None for an unconditional
+    target).  Both are :func:`fdpg_ray.objective.estimators.mis_kl_p_pi` with q as the only
+    proposal: per context c, self-normalised importance sampling with the weights
+    w_i = P(x_i)/q(x_i|c), KL_c(p||r) = sum_i wbar_i (log P_i - log r_i) - log Z_hat_c, averaged
+    uniformly over the contexts like every other KL(p||pi) of a run.  Both use the same
+    weights, so their difference sum_i wbar_i (log q_i - log pi_i) has far less variance than
+    either.  Returns two dicts {"kl_p_pi", "kl_p_pi_se", "kl_p_pi_ess", ...}: the policy's,
+    then the proposal's; nan estimates when no sample has P > 0."""
+    of_q = torch.zeros(len(log_P), dtype=torch.bool)
+    return (mis_kl_p_pi(log_P, log_pi, log_q, of_q, contexts),
+            mis_kl_p_pi(log_P, log_q, log_q, of_q, contexts))

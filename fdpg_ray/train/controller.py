@@ -35,7 +35,7 @@ from fdpg_ray.train.diversity import distinct_n, self_bleu
 from fdpg_ray.train.metrics import estimate_columns
 from fdpg_ray.objective.estimators import LogPartition, is_metrics, make_baseline, mis_divergence, mis_kl_p_pi, untrusted
 from fdpg_ray.objective.loss import SequenceLogProbs, bos_prompt_ids, collate, fdpg_loss
-from fdpg_ray.rollout.proposals import kl_p_pi_and_p_q
+from fdpg_ray.rollout.proposals import proposal_kl_estimates
 from fdpg_ray.train.parallel import drain, full_state_dict, full_weights, grad_norm_value, is_sharded, load_optimizer_state, optimizer_state
 from fdpg_ray.seeding import BASE, PROMPT_ORDER, STEP, derive_seed
 
@@ -618,18 +618,18 @@ class Controller:
         the proposal's KL(p||q), push the policy's weights (just updated by this step) to the
         rollout engines, which makes it the proposal from the next step on.  The comparison uses
         log pi before this step's update.  Returns the metrics ``kl_p_q`` (nats) with its
-        ``_se`` and ``_ess`` (:func:`mis_kl_p_pi` with q as the only proposal: the same
-        self-normalised estimate) and ``proposal_updates`` (count) when the rule is on, else {}."""
+        ``_se`` and ``_ess`` (:func:`proposal_kl_estimates`: self-normalised per context,
+        averaged over the contexts) and ``proposal_updates`` (count) when the rule is on, else {}."""
         rule = self.cfg.rollout.proposal_update
         if not rule or self.proposal.follows_policy:
             return {}
-        kl_pi, kl_q = kl_p_pi_and_p_q(batch.log_P, batch.log_q, self._last_log_pi)
+        of_pi, of_q = proposal_kl_estimates(batch.log_P, batch.log_q, self._last_log_pi,
+                                            batch.contexts if self.prompts.conditional else None)
         due = update and (self.step + 1) % rule.get("every", 1) == 0
-        if due and kl_pi < kl_q:  # the same decision on every rank: log pi was gathered
+        if due and of_pi["kl_p_pi"] < of_q["kl_p_pi"]:  # the same decision on every rank: log pi was gathered
             self.proposal_updates += 1
             self.push_weights()
-        of_q = mis_kl_p_pi(batch.log_P, batch.log_q, batch.log_q, torch.zeros(len(batch.log_q), dtype=torch.bool))
-        return {**dict(zip(estimate_columns("kl_p_q"), (kl_q, of_q["kl_p_pi_se"], of_q["kl_p_pi_ess"]))),
+        return {**dict(zip(estimate_columns("kl_p_q"), (of_q["kl_p_pi"], of_q["kl_p_pi_se"], of_q["kl_p_pi_ess"]))),
                 "proposal_updates": self.proposal_updates}
 
     def scorer_set_lambdas(self, lambdas):
