@@ -9,7 +9,8 @@ import torch
 from fdpg_ray.config import ConfigError, load_config
 from fdpg_ray.model.sources import ModelError, load_model_and_tokenizer, resolve_model_path
 from fdpg_ray.target.scoring import TargetScorer
-from fdpg_ray.model.toy import ExactTask, exact_task_for, parse_toy_spec, read_toy_info
+from fdpg_ray.model.toy import BOS_ID, ExactTask, exact_task_for, parse_toy_spec, read_toy_info
+from fdpg_ray.objective.loss import collate, sequence_log_probs
 
 # exact_* of configs/toy.yaml at the base model, computed by the code before this change
 # (fdpg_ray/model/toy.py at 0683cb0): the `toy` task must keep them.
@@ -110,3 +111,23 @@ def test_toy_prompts_outside_the_vocabulary_are_refused_not_mapped_to_bos():
     exact = exact_task_for(cfg, TargetScorer(cfg))
     assert exact.n_contexts == 3 and len(exact.completions) == 3 * 6 ** 5
     assert [p[1:] for p in exact.prompts[:: 6 ** 5]] == [[1], [2, 3], [4]]  # a, b c, d: no <s> among them
+
+
+@pytest.mark.parametrize("spec, contexts", [("toy:v6l3w64", ["a", "b c"]), ("toy:v4l1w64", None)])
+def test_exact_log_pi_by_prefix_equals_scoring_every_row(spec, contexts):
+    """ExactTask enumerates log pi with one forward pass per prefix (all V last tokens at
+    once): the values and their gradient equal scoring every (context, completion) row on
+    its own, to float32 rounding, in the task's row order (length 1 included)."""
+    model, tok = load_model_and_tokenizer(spec)[:2]
+    exact = ExactTask(model, lambda texts, log_a, *c: log_a, contexts=contexts, tokenizer=tok)
+    weights = torch.randn(len(exact.completions), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for log_pi in (lambda: exact.log_pi(model),
+                   lambda: sequence_log_probs(model, *collate(exact.prompts, exact.completions, BOS_ID))):
+        model.zero_grad()
+        values = log_pi()
+        (values * weights).sum().backward()
+        grads.append((values.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    (new, g_new), (old, g_old) = grads
+    assert new.shape == old.shape and (new - old).abs().max() < 1e-4
+    assert (g_new - g_old).norm() < 1e-4 * g_old.norm()

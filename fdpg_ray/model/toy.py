@@ -38,7 +38,7 @@ import torch
 from fdpg_ray.atomic import atomic_directory
 from fdpg_ray.objective.divergences import get_divergence
 from fdpg_ray.errors import ConfigError, UserInputError
-from fdpg_ray.objective.loss import bos_prompt_ids, collate, sequence_log_probs
+from fdpg_ray.objective.loss import bos_prompt_ids
 
 TOKENS = ["<s>", "a", "b", "c", "d"]  # the ``toy`` task (kept for importers)
 LENGTH = 4
@@ -213,6 +213,7 @@ class ExactTask:
         self.n_contexts = len(self.context_texts)
         self.completions = [c for _ in context_ids for c in per]
         self.contexts = [t for t in self.context_texts for _ in per]   # one context string per row
+        self.context_ids = context_ids
         self.prompts = [p for p in context_ids for _ in per]
         self.context_index = torch.arange(self.n_contexts).repeat_interleave(self.n_per_context)
         self.texts = [decode(c, self.tokens) for c in self.completions]
@@ -243,11 +244,28 @@ class ExactTask:
         self.log_p = self.log_P - self.log_Z_c[self.context_index]     # (C * V^L,) log p_c(x)
 
     def _log_probs(self, model) -> torch.Tensor:
+        """log model(x | c) for every row (C * V^L,), float32, one forward pass per *prefix*.
+
+        Rows are every completion of length L per context, in lexicographic order, so the
+        V rows that share their first L - 1 tokens are consecutive and differ only in the
+        last token: one forward pass over context + prefix gives the log-probabilities of
+        the prefix's tokens and the whole next-token distribution, i.e. all V rows at once
+        (V^(L-1) sequences of length |c| + L - 1 per context instead of V^L of |c| + L).
+        The same numbers as scoring each row (:func:`fdpg_ray.objective.loss.sequence_log_probs`), to float32
+        rounding; differentiable."""
+        V, L = len(self.tokens), self.length
+        device = next(model.parameters()).device
+        prefixes = torch.tensor(list(itertools.product(range(V), repeat=L - 1)), dtype=torch.long).view(V ** (L - 1), L - 1)
         out = []
-        for s in range(0, len(self.completions), self.CHUNK):
-            batch = collate(self.prompts[s:s + self.CHUNK], self.completions[s:s + self.CHUNK], BOS_ID,
-                            next(model.parameters()).device)
-            out.append(sequence_log_probs(model, *batch).cpu())
+        for ctx in self.context_ids:
+            k = len(ctx)
+            for s in range(0, len(prefixes), max(1, self.CHUNK // V)):
+                pre = prefixes[s:s + max(1, self.CHUNK // V)].to(device)
+                ids = torch.cat([torch.tensor(ctx, dtype=torch.long, device=device).expand(len(pre), k), pre], 1)
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                logp = torch.log_softmax(logits.float(), -1)    # (B, k + L - 1, vocab)
+                head = logp[:, k - 1:k + L - 2].gather(-1, pre.unsqueeze(-1)).squeeze(-1).sum(1)  # log of the prefix
+                out.append((head.unsqueeze(1) + logp[:, -1, :V]).reshape(-1).cpu())  # (B * V,): prefix + each last token
         return torch.cat(out)
 
     def log_pi(self, model) -> torch.Tensor:
