@@ -251,16 +251,19 @@ class ExactTask:
         last token: one forward pass over context + prefix gives the log-probabilities of
         the prefix's tokens and the whole next-token distribution, i.e. all V rows at once
         (V^(L-1) sequences of length |c| + L - 1 per context instead of V^L of |c| + L).
-        The same numbers as scoring each row (:func:`fdpg_ray.objective.loss.sequence_log_probs`), to float32
-        rounding; differentiable."""
+        The same numbers as scoring each row
+        (:func:`fdpg_ray.objective.loss.sequence_log_probs`), to float32 rounding;
+        differentiable."""
         V, L = len(self.tokens), self.length
         device = next(model.parameters()).device
-        prefixes = torch.tensor(list(itertools.product(range(V), repeat=L - 1)), dtype=torch.long).view(V ** (L - 1), L - 1)
+        prefixes = torch.tensor(list(itertools.product(range(V), repeat=L - 1)),
+                                dtype=torch.long).view(V ** (L - 1), L - 1)      # (V^(L-1), L-1)
+        per_pass = max(1, self.CHUNK // V)                                      # CHUNK rows a pass
         out = []
         for ctx in self.context_ids:
             k = len(ctx)
-            for s in range(0, len(prefixes), max(1, self.CHUNK // V)):
-                pre = prefixes[s:s + max(1, self.CHUNK // V)].to(device)
+            for s in range(0, len(prefixes), per_pass):
+                pre = prefixes[s:s + per_pass].to(device)
                 ids = torch.cat([torch.tensor(ctx, dtype=torch.long, device=device).expand(len(pre), k), pre], 1)
                 logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
                 logp = torch.log_softmax(logits.float(), -1)    # (B, k + L - 1, vocab)

@@ -24,8 +24,8 @@ chooses q:
 ``rollout.proposal_update: {every: K, when: kl_improves}`` is GDC's adaptive proposal
 (Khalifa et al. 2021, after Parshakova et al. 2019): every K steps the estimates
 KL(p||pi) and KL(p||q) are compared on that step's proposal samples (self-normalised
-importance sampling, weights P/q, per context; :func:`proposal_kl_estimates`), and when the policy is closer to p the current policy
-becomes the proposal (its weights are pushed to the rollout engines).  Only for ``base``
+importance sampling, weights P/q, per context; :func:`proposal_kl_estimates`), and when
+the policy is closer to p the current policy becomes the proposal (its weights are pushed to the rollout engines).  Only for ``base``
 and ``fixed:`` proposals.
 """
 
