@@ -235,7 +235,7 @@ def tables(a) -> str:
         for width in sorted(final[final["kind"] == kind]["width"].unique()):
             g = final[(final["kind"] == kind) & (final["width"] == width)]
             metrics = [m if not (kind == "distributional" and m[1] == "exact_alignment") else
-                       (f"|exact alignment − {GDC_MOMENT}|", "align_err", "lower") for m in metrics_all]
+                       (f"exact distance of alignment to {GDC_MOMENT}", "align_err", "lower") for m in metrics_all]
             base = g["exact_alignment_base"].iloc[0]
             lines += [f"## {kind}, width {width}", "",
                       f"Seeds {sorted(g['seed'].unique().tolist())}; alignment of the base model a: {base:.4f}.", "",

@@ -129,3 +129,32 @@ def test_exact_study_plateau_rule():
     tv = next(line for line in lines if "| tv |" in line)
     assert kl.endswith("| falling |") and "-0.200 ± 0.006" in kl
     assert tv.endswith("| flat |")
+
+
+def test_exact_study_tables_are_well_formed_markdown(tmp_path):
+    """Every row of the exact study's tables.md has as many cells as its table's header: a
+    metric label holding '|' (the distributional target's distance to its moment) split its
+    rows into extra columns."""
+    import sys
+    from argparse import Namespace
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from exact_study import tables
+
+    data = root / "docs" / "study" / "exact3" / "half"
+    keep = lambda d: d[(d["width"] == 64) & d["kind"].isin(["pointwise", "distributional"])  # noqa: E731
+                       & d["divergence"].isin(["kl", "tv"])]
+    for name in ("final.csv", "curves.csv"):
+        keep(pd.read_csv(data / name)).to_csv(tmp_path / name, index=False)
+    text = tables(Namespace(out=str(tmp_path)))
+    assert "distributional" in text
+    cells = lambda line: len(line.strip().strip("|").split("|"))  # noqa: E731
+    header = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        else:
+            assert cells(line) == header, line
