@@ -25,8 +25,8 @@ chooses q:
 (Khalifa et al. 2021, after Parshakova et al. 2019): every K steps the estimates
 KL(p||pi) and KL(p||q) are compared on that step's proposal samples (self-normalised
 importance sampling, weights P/q, per context; :func:`proposal_kl_estimates`), and when
-the policy is closer to p the current policy becomes the proposal (its weights are pushed to the rollout engines).  Only for ``base``
-and ``fixed:`` proposals.
+the policy is closer to p the current policy becomes the proposal (its weights are pushed
+to the rollout engines).  Only for ``base`` and ``fixed:`` proposals.
 """
 
 from __future__ import annotations
